@@ -1,0 +1,99 @@
+"""Instrument roles and the errors every driver raises.
+
+Drivers are plain synchronous classes around one transport. They know nothing of the engine:
+a driver is usable alone in a notebook. Every value crossing this boundary is an SI float.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence, runtime_checkable
+
+
+class InstrumentError(Exception):
+    """Base of every driver error."""
+
+
+class InstrumentTimeout(InstrumentError):
+    """The instrument did not answer in time (transient: a retry may help)."""
+
+
+class InstrumentProtocolError(InstrumentError):
+    """The instrument answered, but not as its protocol says (garbled, error code, bad CRC)."""
+
+
+class InstrumentGone(InstrumentError):
+    """The transport is closed or the device vanished: no retry will help."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One measurement of a potentiostat channel.
+
+    t_s is seconds since the start of the current measurement (the instrument's timer).
+    Current sign: positive is anodic at the working electrode (it strips Na from the WE).
+    """
+
+    t_s: float
+    potential_V: float
+    current_A: float
+    overload: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Ranges:
+    """What a potentiostat channel can do, so a plan can be checked before a cell is touched."""
+
+    max_current_A: float
+    max_potential_V: float
+
+
+@runtime_checkable
+class Potentiostat(Protocol):
+    """One potentiostat/galvanostat channel."""
+
+    ranges: Ranges
+
+    def identify(self) -> str: ...
+
+    def start_current(
+        self, current_A: float, interval_s: float, duration_s: float,
+        e_min_V: float, e_max_V: float,
+    ) -> None:
+        """Start a galvanostatic step; the instrument itself stops at e_min_V/e_max_V."""
+
+    def start_potential(
+        self, potential_V: float, interval_s: float, duration_s: float, i_max_A: float,
+    ) -> None:
+        """Start a potentiostatic step; the instrument itself stops beyond +-i_max_A."""
+
+    def start_open_circuit(self, interval_s: float, duration_s: float) -> None: ...
+
+    def read_samples(self, until_s: float) -> tuple[list[Sample], bool]:
+        """Samples with t_s <= until_s (blocking until they are due), and whether the step ended."""
+
+    def eis(
+        self, frequencies_Hz: Sequence[float], amplitude_V: float, dc_V: float | None = None
+    ) -> list[tuple[float, complex]]: ...
+
+    def abort(self) -> None: ...
+
+    def output_off(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class AtmosphereSensor(Protocol):
+    def read(self) -> dict[str, float]:
+        """{'o2_ppm': .., 'h2o_ppm': .., optionally 'temperature_K': ..}"""
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class PressureGauge(Protocol):
+    def read(self) -> tuple[float, float]:
+        """(absolute pressure Pa, temperature K)"""
+
+    def close(self) -> None: ...
