@@ -1,0 +1,230 @@
+"""The `rig` command: the contract users, scripts and tests rely on (design.md).
+
+Exit codes: 0 success; 1 the run ended early (safety trip, failure, aborted); 2 bad input (one
+clear message on stderr, no traceback); 3 an instrument fault the rig could not recover from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+EXIT_OK, EXIT_EARLY, EXIT_BAD_INPUT, EXIT_INSTRUMENT = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one message, exit 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as exc:
+        print(f"rig: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("rig: interrupted", file=sys.stderr)
+        return EXIT_EARLY
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rig", description="Run sodium-metal battery experiments.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a protocol (default: on the simulated station)")
+    run.add_argument("protocol", help="protocol file (TOML), e.g. protocols/plating_stripping.toml")
+    run.add_argument("--station", help="station file (default: the built-in simulated station)")
+    run.add_argument("--db", help="store file (default: the user data dir, or $NARIG_DB)")
+    run.add_argument("--clock", default=None,
+                     help="virtual | real | xN (default: virtual when simulated, else real)")
+    run.add_argument("--seed", type=int, default=0, help="seed of the simulated cells")
+    run.set_defaults(func=cmd_run)
+
+    runs = sub.add_parser("runs", help="list runs")
+    runs.add_argument("--db")
+    runs.set_defaults(func=cmd_runs)
+
+    show = sub.add_parser("show", help="a run's status, end reasons and per-cycle table")
+    show.add_argument("run", help="run id, a unique prefix of one, or 'latest'")
+    show.add_argument("--db")
+    show.add_argument("--json", action="store_true", help="the same as JSON")
+    show.add_argument("--every", type=int, default=1, help="print every Nth cycle (and the last)")
+    show.set_defaults(func=cmd_show)
+
+    validate = sub.add_parser("validate", help="check a protocol file and print its plan")
+    validate.add_argument("protocol")
+    validate.set_defaults(func=cmd_validate)
+    return p
+
+
+def _db_path(arg: str | None) -> Path:
+    from rig.store import default_db_path
+
+    return Path(arg) if arg else default_db_path()
+
+
+def _load(protocol: str) -> Any:
+    from protocols import ProtocolError, load_protocol
+
+    try:
+        return load_protocol(protocol)
+    except ProtocolError as exc:
+        raise UsageError(str(exc)) from None
+
+
+# ---- rig run ------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from rig.clock import make_clock
+    from rig.console import RunConsole
+    from rig.engine.run import execute
+    from rig.station import StationError, load_station, simulated_station
+    from rig.store import RunWriter
+
+    loaded = _load(args.protocol)
+    try:
+        clock = make_clock(args.clock, simulated=args.station is None)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        station = (load_station(args.station) if args.station
+                   else simulated_station(loaded.plan, clock, seed=args.seed))
+    except StationError as exc:
+        raise UsageError(str(exc)) from None
+    db = _db_path(args.db)
+    console = RunConsole()
+    writer = RunWriter(db)
+    wall0, sim0 = time.monotonic(), clock.now()
+    try:
+        result = asyncio.run(execute(
+            loaded.plan, station=station, clock=clock, writer=writer,
+            protocol_text=loaded.text, protocol_path=str(loaded.path), progress=console))
+    finally:
+        station.close()
+        writer.close()
+    console.finish(result.run_id, result.status, result.reasons, time.monotonic() - wall0,
+                   clock.now() - sim0)
+    print(f"stored in {db}; see it with: rig show {result.run_id}"
+          + (f" --db {args.db}" if args.db else ""))
+    return result.exit_code
+
+
+# ---- rig runs -------------------------------------------------------------------------------
+def cmd_runs(args: argparse.Namespace) -> int:
+    from rig.store.read import list_runs, open_reader
+
+    db = _db_path(args.db)
+    if not db.exists():
+        print(f"no runs yet ({db} does not exist)")
+        return EXIT_OK
+    with open_reader(db) as conn:
+        runs = list_runs(conn)
+    if not runs:
+        print("no runs yet")
+        return EXIT_OK
+    print(f"{'run':<22} {'protocol':<28} {'status':<12} {'started':<19} channels")
+    for r in runs:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started_at"]))
+        print(f"{r['id']:<22} {str(r['name'])[:28]:<28} {r['status']:<12} {started:<19} "
+              f"{r['n_channels']}")
+    return EXIT_OK
+
+
+# ---- rig show -------------------------------------------------------------------------------
+def run_summary(db: Path, run: str) -> dict[str, Any]:
+    """Everything `rig show` prints, as plain data (also what --json prints)."""
+    from rig.analysis.cycles import per_cycle
+    from rig.store.read import (
+        RunNotFound, get_channels, get_events, get_run, get_steps, open_reader, resolve_run,
+    )
+
+    if not db.exists():
+        raise UsageError(f"{db} does not exist: no runs recorded there")
+    with open_reader(db) as conn:
+        try:
+            run_key = resolve_run(conn, run)
+        except RunNotFound as exc:
+            raise UsageError(str(exc)) from None
+        r = get_run(conn, run_key)
+        channels = []
+        for ch in get_channels(conn, run_key):
+            cycles = per_cycle(get_steps(conn, run_key, ch["channel"]))
+            channels.append({
+                "channel": ch["channel"], "cell_id": ch["cell_id"], "cell_type": ch["cell_type"],
+                "area_cm2": ch["area_cm2"], "electrolyte": ch["electrolyte"],
+                "instrument": ch["instrument"], "status": ch["status"],
+                "end_reason": ch["end_reason"],
+                "outcome": json.loads(ch["outcome_json"]) if ch.get("outcome_json") else None,
+                "cycles": [_cycle_out(c) for c in cycles],
+            })
+        events = [e for e in get_events(conn, run_key) if e["level"] in ("warning", "alarm",
+                                                                          "error")]
+    return {"run": r["id"], "name": r["name"], "kind": r["kind"], "status": r["status"],
+            "end_reason": r["end_reason"], "started_at": r["started_at"],
+            "ended_at": r["ended_at"], "clock": r["clock"], "channels": channels,
+            "alarms": events}
+
+
+def _cycle_out(c: dict[str, Any]) -> dict[str, Any]:
+    def num(x: float, scale: float = 1.0, nd: int = 6) -> float | None:
+        return None if x is None or math.isnan(x) else round(x * scale, nd)
+    return {"cycle": c["cycle"], "plated_mAh": num(c["plated_C"], 1 / 3.6),
+            "stripped_mAh": num(c["stripped_C"], 1 / 3.6), "ce": num(c["ce"], 1, 6),
+            "eta_plate_mV": num(c["eta_plate_V"], 1e3, 3),
+            "eta_strip_mV": num(c["eta_strip_V"], 1e3, 3)}
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    summary = run_summary(_db_path(args.db), args.run)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return EXIT_OK
+    dur = (summary["ended_at"] or time.time()) - summary["started_at"]
+    print(f"run {summary['run']}: {summary['name']} ({summary['kind']}), {summary['status']}"
+          f"{' — ' + summary['end_reason'] if summary['end_reason'] else ''}, "
+          f"{dur / 3600:.1f} h on the {summary['clock']} clock")
+    for ch in summary["channels"]:
+        print()
+        print(f"channel {ch['channel']}  {ch['cell_id']}  {ch['cell_type']}, "
+              f"{ch['area_cm2']:g} cm², {ch['electrolyte']}  —  {ch['status']}: "
+              f"{ch['end_reason'] or '-'}")
+        print(f"  {'cycle':>5} {'plated mAh':>11} {'stripped mAh':>13} {'CE %':>8} "
+              f"{'η plate mV':>11} {'η strip mV':>11}")
+        rows = ch["cycles"]
+        for k, c in enumerate(rows):
+            if args.every > 1 and (c["cycle"] % args.every) and k != len(rows) - 1 and k:
+                continue
+            print(f"  {c['cycle']:>5} {_f(c['plated_mAh'], 4):>11} {_f(c['stripped_mAh'], 4):>13} "
+                  f"{_f(c['ce'], 3, 100):>8} {_f(c['eta_plate_mV'], 1):>11} "
+                  f"{_f(c['eta_strip_mV'], 1):>11}")
+    if summary["alarms"]:
+        print()
+        print("warnings and alarms:")
+        for e in summary["alarms"]:
+            ch = "run" if e["channel"] is None else f"ch{e['channel']}"
+            print(f"  {e['level']:<7} {ch:<4} {e['kind']}: {e['message']}")
+    return EXIT_OK
+
+
+def _f(x: float | None, nd: int, scale: float = 1.0) -> str:
+    return "-" if x is None else f"{x * scale:.{nd}f}"
+
+
+# ---- rig validate -----------------------------------------------------------------------------
+def cmd_validate(args: argparse.Namespace) -> int:
+    from protocols import summarize
+
+    loaded = _load(args.protocol)
+    print(summarize(loaded.plan))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
