@@ -12,8 +12,9 @@ import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 EXIT_OK, EXIT_EARLY, EXIT_BAD_INPUT, EXIT_INSTRUMENT = 0, 1, 2, 3
 
@@ -142,17 +143,23 @@ def run_summary(db: Path, run: str) -> dict[str, Any]:
     """Everything `rig show` prints, as plain data (also what --json prints)."""
     from rig.analysis.cycles import per_cycle
     from rig.store.read import (
-        RunNotFound, get_channels, get_events, get_run, get_steps, open_reader, resolve_run,
+        RunNotFound,
+        get_channels,
+        get_events,
+        get_run,
+        get_steps,
+        open_reader,
+        resolve_run,
     )
 
     if not db.exists():
         raise UsageError(f"{db} does not exist: no runs recorded there")
     with open_reader(db) as conn:
         try:
-            run_key = resolve_run(conn, run)
-        except RunNotFound as exc:
+            r = resolve_run(conn, run)
+        except StoreError as exc:
             raise UsageError(str(exc)) from None
-        r = get_run(conn, run_key)
+        run_key = r["key"]
         channels = []
         for ch in get_channels(conn, run_key):
             cycles = per_cycle(get_steps(conn, run_key, ch["channel"]))

@@ -20,9 +20,9 @@ import heapq
 import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Iterator, Protocol
+from typing import Protocol
 
 Pump = Callable[[float], None]
 
@@ -36,7 +36,7 @@ class Clock(Protocol):
 
     async def sleep(self, dt: float) -> None: ...
 
-    def participant(self) -> "contextmanager[None]": ...
+    def participant(self) -> contextmanager[None]: ...
 
     def add_pump(self, pump: Pump) -> None: ...
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drivers.base import InstrumentError, Potentiostat
 from drivers.emstat import EmStat4
+
+from drivers.base import InstrumentError, Potentiostat
 from protocols.plan import Plan
 from rig.clock import RealClock, VirtualClock
 from rig.engine.link import Link

@@ -13,7 +13,8 @@ A cycle is one plating half-cycle and one stripping half-cycle with the same cyc
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 
 def per_cycle(steps: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

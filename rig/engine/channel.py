@@ -11,7 +11,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from drivers.base import InstrumentError, Potentiostat, Sample
-from protocols.plan import ChannelPlan, ConstantCurrent, EndCondition, Loop, Rest, Step
+from protocols.plan import (
+    ChannelPlan,
+    ConstantCurrent,
+    EndCondition,
+    Loop,
+    RecordRule,
+    Rest,
+    Step,
+)
 from rig.engine.link import Link
 from rig.engine.recording import Recorder
 
@@ -54,8 +62,32 @@ class ChannelState:
     plate_eta_V: float = math.nan
 
 
+@dataclass
+class StepTotals:
+    """What a step has done so far, across the segments a pause splits it into."""
+
+    q: float = 0.0          # C, signed
+    e_abs_dt: float = 0.0   # V*s, for the mean overpotential
+    t_active: float = 0.0   # s under the step's own control (pauses excluded)
+    n: int = 0
+    e_end: float = math.nan
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a crashed channel continues: the checkpoint's position and what the interrupted
+    step had already done (read back from its committed samples)."""
+
+    path: tuple[int, ...]
+    loop_iterations: tuple[int, ...]
+    cycle: int
+    step_no: int
+    step_done: bool
+    totals: StepTotals
+
+
 class ChannelRunner:
-    def __init__(self, ctx: "RunContext", plan: ChannelPlan, driver: Potentiostat,
+    def __init__(self, ctx: RunContext, plan: ChannelPlan, driver: Potentiostat,
                  link: Link) -> None:
         self.ctx = ctx
         self.plan = plan
@@ -63,6 +95,18 @@ class ChannelRunner:
         self.driver = driver
         self.link = link
         self.state = ChannelState()
+        self.pause_requested = False
+        self.abort_requested = False
+        self.resume: Resume | None = None
+
+    def request(self, command: str) -> None:
+        """pause / resume / abort, from the commands table (acted on at the next read)."""
+        if command == "pause":
+            self.pause_requested = True
+        elif command == "resume":
+            self.pause_requested = False
+        elif command == "abort":
+            self.abort_requested = True
 
     # ---- the plan --------------------------------------------------------------------------
     async def run(self) -> str:
@@ -90,11 +134,16 @@ class ChannelRunner:
         return reason
 
     async def _run_steps(self, steps: tuple[Step, ...]) -> None:
-        for index, step in enumerate(steps):
+        depth = len(self.state.path)
+        first = self.resume.path[depth] if self.resume else 0
+        for index in range(first, len(steps)):
+            step = steps[index]
             self.state.path.append(index)
             try:
                 if isinstance(step, Loop):
                     await self._run_loop(step)
+                elif self.resume and self.resume.step_done:
+                    self.resume = None  # the checkpointed step had finished: go on after it
                 else:
                     result = await self._run_step(step)
                     if result.then.startswith("end:"):
@@ -103,12 +152,14 @@ class ChannelRunner:
                 self.state.path.pop()
 
     async def _run_loop(self, loop: Loop) -> None:
-        self.state.loop_iterations.append(0)
+        level = len(self.state.loop_iterations)
+        first = self.resume.loop_iterations[level] if self.resume else 0
+        self.state.loop_iterations.append(first)
         try:
-            for k in range(loop.count):
+            for k in range(first, loop.count):
                 self.state.loop_iterations[-1] = k
-                if loop.counts_cycles:
-                    self.state.cycle += 1
+                if loop.counts_cycles and not self.resume:
+                    self.state.cycle += 1  # a resumed iteration keeps its cycle number
                 await self._run_steps(loop.steps)
         finally:
             self.state.loop_iterations.pop()
@@ -116,12 +167,17 @@ class ChannelRunner:
     # ---- one step ----------------------------------------------------------------------------
     async def _run_step(self, step: Step) -> StepResult:
         ctx = self.ctx
+        totals = StepTotals()
+        if self.resume:  # continue the interrupted step with what it still owes
+            totals, self.resume = self.resume.totals, None
         self.state.step_no += 1
         t_start = ctx.clock.now()
+        ctx.writer.checkpoint(ctx.run_key, self.channel, t_start,
+                              self.checkpoint_state(step_done=False))
         if isinstance(step, ConstantCurrent):
-            result = await self._run_current(step)
+            result = await self._run_current(step, totals)
         elif isinstance(step, Rest):
-            result = await self._run_rest(step)
+            result = await self._run_rest(step, totals)
         else:
             raise ChannelEnded("unsupported_step", f"{step.kind} steps are not supported yet")
         t_end = ctx.clock.now()
@@ -132,14 +188,15 @@ class ChannelRunner:
             "charge_C": result.charge_C, "e_mean_abs_V": result.e_mean_abs_V,
             "e_end_V": result.e_end_V, "n_samples": result.n_samples,
         })
-        ctx.writer.checkpoint(ctx.run_key, self.channel, t_end, self.checkpoint_state())
+        ctx.writer.checkpoint(ctx.run_key, self.channel, t_end,
+                              self.checkpoint_state(step_done=True))
         self._report_half_cycle(step, result)
         return result
 
-    def checkpoint_state(self) -> dict[str, Any]:
+    def checkpoint_state(self, step_done: bool) -> dict[str, Any]:
         s = self.state
         return {"step_no": s.step_no, "cycle": s.cycle, "path": list(s.path),
-                "loop_iterations": list(s.loop_iterations)}
+                "loop_iterations": list(s.loop_iterations), "step_done": step_done}
 
     def _report_half_cycle(self, step: Step, result: StepResult) -> None:
         half = getattr(step, "half_cycle", None)
@@ -153,83 +210,152 @@ class ChannelRunner:
                 "eta_plate_V": self.state.plate_eta_V, "eta_strip_V": result.e_mean_abs_V,
             })
 
-    async def _run_current(self, step: ConstantCurrent) -> StepResult:
+    async def _run_current(self, step: ConstantCurrent, totals: StepTotals) -> StepResult:
         i_abs = abs(step.current_A)
-        duration = _time_limit(step.ends, i_abs)
-        safety = self.ctx.safety
-        interval = step.record.every_s
-        await self.link.call(self.driver.start_current, step.current_A, interval, duration,
-                             safety.e_min_V, safety.e_max_V)
-        return await self._stream(step, duration, interval)
+        sf = self.ctx.safety
 
-    async def _run_rest(self, step: Rest) -> StepResult:
-        duration = _time_limit(step.ends, 0.0)
-        interval = step.record.every_s
-        await self.link.call(self.driver.start_open_circuit, interval, duration)
-        return await self._stream(step, duration, interval)
+        def start(duration: float) -> Any:
+            return self.link.call(self.driver.start_current, step.current_A,
+                                  step.record.every_s, duration, sf.e_min_V, sf.e_max_V)
+        return await self._run_segments(step, totals, i_abs, start)
 
-    async def _stream(self, step: Step, duration: float, interval: float) -> StepResult:
-        """Read the running step's samples until it ends; returns its statistics."""
+    async def _run_rest(self, step: Rest, totals: StepTotals) -> StepResult:
+        def start(duration: float) -> Any:
+            return self.link.call(self.driver.start_open_circuit, step.record.every_s, duration)
+        return await self._run_segments(step, totals, 0.0, start)
+
+    async def _run_segments(self, step: Step, totals: StepTotals, i_abs: float,
+                            start: Any) -> StepResult:
+        """Run a step to its end; a pause splits it into segments with an open-circuit hold
+        between them, and the step still passes the charge (or time) it owes."""
+        time_left = _time_limit(step.ends, 0.0) if _has_time_end(step.ends) else math.inf
+        charge_end = _charge_end(step.ends)
+        while True:
+            duration = time_left - totals.t_active
+            if charge_end is not None and i_abs > 0:
+                duration = min(duration, (charge_end.value - abs(totals.q)) / i_abs)
+            if duration <= 1e-9:
+                return self._result(step, totals, "charge" if charge_end else "time")
+            await start(duration)
+            outcome = await self._stream(step, duration, totals)
+            if outcome is not None:
+                return outcome
+            await self._hold()  # paused: hold at open circuit, then the rest of the step
+
+    def _result(self, step: Step, totals: StepTotals, reason: str,
+                then: str = "next") -> StepResult:
+        mean = totals.e_abs_dt / totals.t_active if totals.t_active > 0 else math.nan
+        return StepResult(reason, totals.q, mean, totals.e_end, totals.n, then)
+
+    async def _stream(self, step: Step, duration: float, totals: StepTotals) -> StepResult | None:
+        """Read a running segment's samples until it ends. Returns the step's result, or None
+        when a pause interrupted it (the instrument is already stopped)."""
         ctx, ch = self.ctx, self.channel
         clock, writer, run_key = ctx.clock, ctx.writer, ctx.run_key
         safety = ctx.safety
         e_min, e_max, i_max = safety.e_min_V, safety.e_max_V, safety.i_max_A
         ends = _sample_ends(step.ends)
         charge_end = _charge_end(step.ends)
+        q_end = charge_end.value if charge_end is not None else math.inf
         recorder = Recorder(step.record)
         step_no, cycle = self.state.step_no, self.state.cycle
         t0 = clock.now()
-        window = ctx.read_window(interval)
-        q = e_abs_dt = 0.0
+        window = ctx.read_window(step.record.every_s)
+        q, e_abs_dt, t_before = totals.q, totals.e_abs_dt, totals.t_active
         last_ts, e, i, n = 0.0, math.nan, 0.0, 0
-        end_reason: str | None = None
-        then = "next"
+        hit: EndCondition | None = None
         ended = False
         while not ended:
             target = min(t0 + duration, clock.now() + window)
             await clock.sleep_until(target)
-            samples, ended = await self.link.call(self.driver.read_samples,
-                                                  max(target - t0, 0.0) if target < t0 + duration
-                                                  else math.inf)
+            until = target - t0 if target < t0 + duration else math.inf
+            samples, ended = await self.link.call(self.driver.read_samples, until)
             rows = []
             for s in samples:
                 e, i, ts = s.potential_V, s.current_A, s.t_s
                 if not (e_min <= e <= e_max) or abs(i) > i_max or s.overload:
-                    await self._trip(s, t0)  # output off first, then the event
+                    # output off first; then the data (nothing measured is lost), then the event
+                    rows.append((t0 + ts, step_no, cycle, e, i, q + i * (ts - last_ts)))
+                    await self._trip(s, t0, rows)
                 dt = ts - last_ts
                 q += i * dt
                 e_abs_dt += abs(e) * dt
                 last_ts = ts
                 n += 1
-                t = t0 + ts
                 if recorder.wants(ts, e, i):
-                    rows.append((t, step_no, cycle, e, i, q))
+                    rows.append((t0 + ts, step_no, cycle, e, i, q))
                 hit = _first_end(ends, e, i) if ends else None
-                if hit is None and charge_end is not None and abs(q) >= charge_end.value:
+                if hit is None and abs(q) >= q_end * (1 - 1e-9):
                     hit = charge_end
                 if hit is not None:
-                    end_reason, then = hit.kind, hit.then
-                    if not ended:
-                        await self.link.call(self.driver.abort)
-                        ended = True
                     break
             if rows:
                 writer.samples(run_key, ch, rows)
             if n:
                 self.state.last_e, self.state.last_i = e, i
                 ctx.progress.sample(ch, t0 + last_ts, e, i)
+            if hit is not None or self.abort_requested or self.pause_requested:
+                if not ended:
+                    await self.link.call(self.driver.abort)
+                break
         if n and recorder.force(last_ts, e, i):
             writer.samples(run_key, ch, [(t0 + last_ts, step_no, cycle, e, i, q)])
-        if end_reason is None:
-            end_reason = "time" if last_ts >= duration - 1e-6 else "instrument_stopped"
-            if charge_end is not None and end_reason == "time":
-                end_reason = "charge"
-        return StepResult(end_reason, q, e_abs_dt / last_ts if last_ts > 0 else math.nan,
-                          e, n, then)
+        totals.q, totals.e_abs_dt, totals.t_active = q, e_abs_dt, t_before + last_ts
+        totals.n += n
+        if n:
+            totals.e_end = e
+        if self.abort_requested:
+            await self._safe_off()
+            ctx.writer.event(run_key, ch, clock.now(), "warning", "aborted",
+                             f"channel {ch} aborted by command: output off")
+            raise ChannelEnded("aborted")
+        if hit is not None:
+            return self._result(step, totals, hit.kind, hit.then)
+        if self.pause_requested and not ended:
+            return None
+        if last_ts >= duration - 1e-6 or (charge_end and abs(q) >= q_end * 0.999):
+            return self._result(step, totals, "charge" if charge_end is not None else "time")
+        if self.pause_requested:
+            return None
+        return self._result(step, totals, "instrument_stopped")
 
-    async def _trip(self, s: Sample, t0: float) -> None:
+    async def _hold(self, interval_s: float = 10.0) -> None:
+        """Paused: open circuit and keep recording, until resumed or aborted."""
+        ctx, ch, clock = self.ctx, self.channel, self.ctx.clock
+        self.state.status = "paused"
+        ctx.writer.channel_status(ctx.run_key, ch, "paused")
+        ctx.writer.event(ctx.run_key, ch, clock.now(), "info", "paused",
+                         f"channel {ch} paused: holding at open circuit")
+        recorder = Recorder(RecordRule(every_s=interval_s))
+        window = ctx.read_window(interval_s)
+        ended = True
+        while self.pause_requested and not self.abort_requested:
+            if ended:
+                await self.link.call(self.driver.start_open_circuit, interval_s, 1e7)
+                t0, ended = clock.now(), False
+            target = clock.now() + window
+            await clock.sleep_until(target)
+            samples, ended = await self.link.call(self.driver.read_samples, target - t0)
+            rows = [(t0 + s.t_s, self.state.step_no, self.state.cycle, s.potential_V,
+                     s.current_A, 0.0) for s in samples
+                    if recorder.wants(t0 + s.t_s, s.potential_V, s.current_A)]
+            if rows:
+                ctx.writer.samples(ctx.run_key, ch, rows)
+        if not ended:
+            await self.link.call(self.driver.abort)
+        if self.abort_requested:
+            await self._safe_off()
+            ctx.writer.event(ctx.run_key, ch, clock.now(), "warning", "aborted",
+                             f"channel {ch} aborted by command while paused: output off")
+            raise ChannelEnded("aborted")
+        self.state.status = "running"
+        ctx.writer.channel_status(ctx.run_key, ch, "running")
+        ctx.writer.event(ctx.run_key, ch, clock.now(), "info", "resumed", f"channel {ch} resumed")
+
+    async def _trip(self, s: Sample, t0: float, rows: list[tuple]) -> None:
         await self._safe_off()
         ctx = self.ctx
+        ctx.writer.samples(ctx.run_key, self.channel, rows)
         sf = ctx.safety
         ctx.writer.event(ctx.run_key, self.channel, t0 + s.t_s, "alarm", "safety_trip",
                          f"E={s.potential_V:.4f} V, I={s.current_A * 1e3:.4f} mA outside the "
@@ -254,6 +380,10 @@ def _time_limit(ends: tuple[EndCondition, ...], i_abs: float) -> float:
     if not limits:
         raise ChannelEnded("bad_plan", "a step has neither a time nor a charge limit")
     return min(limits)
+
+
+def _has_time_end(ends: tuple[EndCondition, ...]) -> bool:
+    return any(c.kind == "time" for c in ends)
 
 
 def _charge_end(ends: tuple[EndCondition, ...]) -> EndCondition | None:

@@ -9,7 +9,7 @@ class Recorder:
     """Keeps a sample every ``every_s``, or sooner when E or I moved enough since the last kept
     one. The first sample of a step is always kept, and so is the last (see ``force``)."""
 
-    __slots__ = ("every_s", "dE", "dI", "last_t", "last_e", "last_i")
+    __slots__ = ("dE", "dI", "every_s", "last_e", "last_i", "last_t")
 
     def __init__(self, rule: RecordRule) -> None:
         # a hair under the interval so float jitter never skips a due sample
