@@ -6,7 +6,7 @@ A data package line is ``P`` then variables separated by ``;``. Each variable is
 type, 7 hex digits, one SI-prefix character and optional ``,``-separated metadata:
 
 >>> parse_package("Pda7F85F3Fu;ba48D503Dp,10,288")
-{'da': -0.499905, 'ba': -5.785e-05}
+{'da': -0.499905, 'ba': -5.7847747e-05}
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ STATUS_OVERLOAD = 0x2
 STATUS_UNDERLOAD = 0x4
 STATUS_OVERLOAD_WARNING = 0x8
 
-_VAR_RE = re.compile(r"^([a-z]{2})([0-9A-F]{7})(.)((?:,[0-9A-Fa-f]+)*)$")
+_VAR_RE = re.compile(r"([a-z]{2})([0-9A-F]{7})(.)((?:,[0-9A-Fa-f]+)*)")
+_HEX7_RE = re.compile(r"[0-9A-Fa-f]{7}")
 _ERROR_RE = re.compile(r"!([0-9A-Fa-f]{4})")
 
 
@@ -50,13 +51,10 @@ class Variable:
 
 def decode_value(hex7: str, prefix: str) -> float:
     """``decode_value("7F85F3F", "u") -> -0.499905`` (value = (hex - 2^27) x prefix)."""
-    if len(hex7) != 7 or prefix not in PREFIXES:
+    # int(x, 16) alone would also take "0x12345", " 12_345" or "-123456"
+    if prefix not in PREFIXES or not _HEX7_RE.fullmatch(hex7):
         raise InstrumentProtocolError(f"bad MethodSCRIPT value {hex7!r}{prefix!r}")
-    try:
-        raw = int(hex7, 16)
-    except ValueError as exc:
-        raise InstrumentProtocolError(f"bad MethodSCRIPT value {hex7!r}") from exc
-    return (raw - OFFSET) * PREFIXES[prefix]
+    return (int(hex7, 16) - OFFSET) * PREFIXES[prefix]
 
 
 def encode_value(value: float, prefix: str | None = None) -> str:
@@ -74,30 +72,47 @@ def encode_value(value: float, prefix: str | None = None) -> str:
     raise ValueError(f"{value!r} does not fit a MethodSCRIPT variable")
 
 
+def parse_metadata(meta: str) -> tuple[int, int | None]:
+    """``(status, range_index)`` from a variable's metadata: ``",10,288" -> (0, 0x88)``.
+
+    ``1X`` is the status bitfield, ``2XX`` the range index; other fields are ignored.
+    """
+    status, range_index = 0, None
+    for field in meta.split(",")[1:]:
+        try:
+            if field.startswith("1"):
+                status = int(field[1:] or "0", 16)
+            elif field.startswith("2"):
+                range_index = int(field[1:] or "0", 16)
+        except ValueError as exc:
+            raise InstrumentProtocolError(f"bad MethodSCRIPT metadata {meta!r}") from exc
+    return status, range_index
+
+
 def parse_variable(text: str) -> Variable:
-    m = _VAR_RE.match(text)
+    m = _VAR_RE.fullmatch(text)
     if not m:
         raise InstrumentProtocolError(f"bad MethodSCRIPT variable {text!r}")
     vtype, hex7, prefix, meta = m.groups()
-    value = decode_value(hex7, prefix)
-    status, range_index = 0, None
-    for field in meta.split(",")[1:]:
-        if field.startswith("1"):
-            status = int(field[1:] or "0", 16)
-        elif field.startswith("2"):
-            range_index = int(field[1:] or "0", 16)
-    return Variable(vtype, value, status, range_index)
+    return Variable(vtype, decode_value(hex7, prefix), *parse_metadata(meta))
 
 
-def parse_package_variables(line: str) -> list[Variable]:
-    """All variables of a ``P...`` line, metadata included."""
+def parse_package_variables(line: str | bytes) -> list[Variable]:
+    """All variables of a ``P...`` line (text, or bytes as read), metadata included."""
+    if isinstance(line, (bytes, bytearray)):
+        try:
+            line = line.decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise InstrumentProtocolError(f"not a MethodSCRIPT data package: {line!r}") from exc
+    if not isinstance(line, str):
+        raise InstrumentProtocolError(f"not a MethodSCRIPT data package: {line!r}")
     line = line.rstrip("\r\n")
     if not line.startswith("P") or len(line) < 2:
         raise InstrumentProtocolError(f"not a MethodSCRIPT data package: {line!r}")
     return [parse_variable(part) for part in line[1:].split(";")]
 
 
-def parse_package(line: str) -> dict[str, float]:
+def parse_package(line: str | bytes) -> dict[str, float]:
     """``{type: value}`` of a ``P...`` line; raises InstrumentProtocolError on anything else."""
     return {v.type: v.value for v in parse_package_variables(line)}
 
@@ -105,7 +120,7 @@ def parse_package(line: str) -> dict[str, float]:
 def format_package(values: list[tuple[str, float]] | dict[str, float], status: int = 0) -> str:
     """The line (without newline) a device sends for these variables.
 
-    ``format_package({"ab": 0.02, "ba": 1e-3})`` -> ``"Pab8004E20u;ba80F4240n"``
+    ``format_package({"ab": 0.02, "ba": 1e-3})`` -> ``"Pab9312D00n;ba80F4240n"``
     A nonzero status is attached to every variable as ``,1X`` metadata.
     """
     items = values.items() if isinstance(values, dict) else values
@@ -131,8 +146,10 @@ def format_si(value: float) -> str:
     for p in ["", "m", "u", "n", "p"]:
         factor = {"": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9, "p": 1e-12}[p]
         scaled = value / factor
-        if abs(scaled - round(scaled)) <= 1e-9 * max(1.0, abs(scaled)):
-            return f"{round(scaled)}{p}"
+        mantissa = round(scaled)
+        # relative to the value itself: 1e-9 must not become "0" (nor 1.5e-9 "2n")
+        if mantissa and abs(scaled - mantissa) <= 1e-9 * abs(scaled):
+            return f"{mantissa}{p}"
     return f"{round(value / 1e-12)}p"
 
 

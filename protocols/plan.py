@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
 CellType = Literal["symmetric", "na_cu", "na_al", "full"]
 EndKind = Literal[
@@ -75,7 +75,7 @@ class ConstantCurrent:
     record: RecordRule
     label: str = ""
     # "plate" / "strip": this step is one half of a plating-stripping cycle
-    half_cycle: Literal["plate", "strip", None] = None
+    half_cycle: Literal["plate", "strip"] | None = None
     kind: Literal["constant_current"] = "constant_current"
 
 
@@ -107,13 +107,13 @@ class Loop:
     number (global to the channel) at each of its iterations."""
 
     count: int
-    steps: tuple["Step", ...]
+    steps: tuple[Step, ...]
     counts_cycles: bool = False
     label: str = "loop"
     kind: Literal["loop"] = "loop"
 
 
-Step = Union[Rest, ConstantCurrent, ConstantPotential, Eis, Loop]
+Step = Rest | ConstantCurrent | ConstantPotential | Eis | Loop
 
 
 @dataclass(frozen=True)

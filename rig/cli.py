@@ -60,6 +60,20 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--every", type=int, default=1, help="print every Nth cycle (and the last)")
     show.set_defaults(func=cmd_show)
 
+    for name, text in (("pause", "hold channels at open circuit (data keeps flowing)"),
+                       ("abort", "output off; the channels end with reason 'aborted'")):
+        c = sub.add_parser(name, help=text)
+        c.add_argument("run", help="run id, a unique prefix of one, or 'latest'")
+        c.add_argument("--channel", type=int, default=None)
+        c.add_argument("--db")
+        c.set_defaults(func=cmd_command, command_name=name)
+    res = sub.add_parser("resume", help="un-pause; or take over a run whose engine died")
+    res.add_argument("run", help="run id, a unique prefix of one, or 'latest'")
+    res.add_argument("--channel", type=int, default=None)
+    res.add_argument("--db")
+    res.add_argument("--clock", default=None, help="virtual | real | xN (default: as the run)")
+    res.set_defaults(func=cmd_resume)
+
     validate = sub.add_parser("validate", help="check a protocol file and print its plan")
     validate.add_argument("protocol")
     validate.set_defaults(func=cmd_validate)
@@ -142,11 +156,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def run_summary(db: Path, run: str) -> dict[str, Any]:
     """Everything `rig show` prints, as plain data (also what --json prints)."""
     from rig.analysis.cycles import per_cycle
-    from rig.store.read import (
-        RunNotFound,
+    from rig.store import (
+        StoreError,
         get_channels,
         get_events,
-        get_run,
         get_steps,
         open_reader,
         resolve_run,
@@ -222,6 +235,79 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def _f(x: float | None, nd: int, scale: float = 1.0) -> str:
     return "-" if x is None else f"{x * scale:.{nd}f}"
+
+
+# ---- rig pause | resume | abort ------------------------------------------------------------
+def cmd_command(args: argparse.Namespace) -> int:
+    from rig.store import StoreError, send_command
+
+    db = _db_path(args.db)
+    try:
+        cid = send_command(db, args.run, args.command_name, args.channel)
+    except StoreError as exc:
+        raise UsageError(str(exc)) from None
+    target = "the run" if args.channel is None else f"channel {args.channel}"
+    print(f"{args.command_name} sent to {target} of {args.run} (command {cid}); "
+          "the running engine acts on it within a second")
+    return EXIT_OK
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Un-pause a live run; take over a dead one (stale heartbeat) from its checkpoints."""
+    from rig.clock import RealClock, VirtualClock, make_clock
+    from rig.console import RunConsole
+    from rig.engine.resume import (
+        ResumeRefused,
+        check_takeover,
+        dead_here,
+        last_time,
+        load_plan,
+        take_over,
+    )
+    from rig.engine.run import HEARTBEAT_STALE_S
+    from rig.station import StationError, simulated_station
+    from rig.store import RunWriter, StoreError, open_reader, resolve_run
+
+    db = _db_path(args.db)
+    if not db.exists():
+        raise UsageError(f"{db} does not exist: no runs recorded there")
+    with open_reader(db) as conn:
+        try:
+            run = resolve_run(conn, args.run)
+        except StoreError as exc:
+            raise UsageError(str(exc)) from None
+        alive = time.time() - (run["heartbeat_at"] or 0) < HEARTBEAT_STALE_S
+        if run["status"] == "running" and alive and not dead_here(run):
+            args.command_name = "resume"
+            return cmd_command(args)
+        try:
+            check_takeover(run)
+        except ResumeRefused as exc:
+            raise UsageError(str(exc)) from None
+        station_desc = json.loads(run["station_json"] or "{}")
+        if not station_desc.get("simulated"):
+            raise UsageError(f"run {run['id']} ran on station {station_desc.get('name')!r}: "
+                             "resuming hardware runs needs its station file (not yet supported)")
+        plan = load_plan(run)
+        spec = args.clock or run["clock"]
+        clock: RealClock | VirtualClock = (VirtualClock(start=max(time.time(),
+                                                                   last_time(conn, run["key"])))
+                                           if spec == "virtual" else make_clock(spec, True))
+    try:
+        station = simulated_station(plan, clock, seed=station_desc.get("seed") or 0)
+    except StationError as exc:
+        raise UsageError(str(exc)) from None
+    console = RunConsole()
+    writer = RunWriter(db)
+    try:
+        with open_reader(db) as conn:
+            result = asyncio.run(take_over(run, conn, station=station, clock=clock,
+                                           writer=writer, progress=console))
+    finally:
+        station.close()
+        writer.close()
+    console.finish(result.run_id, result.status, result.reasons, 0.0, 0.0)
+    return result.exit_code
 
 
 # ---- rig validate -----------------------------------------------------------------------------

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drivers.emstat import EmStat4
-
 from drivers.base import InstrumentError, Potentiostat
+from drivers.emstat import EmStat4
 from protocols.plan import Plan
 from rig.clock import RealClock, VirtualClock
 from rig.engine.link import Link
@@ -39,6 +38,7 @@ class Station:
     simulated: bool
     channels: dict[int, ChannelHardware] = field(default_factory=dict)
     simulators: list[Any] = field(default_factory=list)
+    seed: int | None = None  # of the simulated cells, so a resumed run rebuilds the same ones
 
     def channel(self, n: int) -> ChannelHardware:
         if n not in self.channels:
@@ -47,7 +47,7 @@ class Station:
         return self.channels[n]
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "simulated": self.simulated,
+        return {"name": self.name, "simulated": self.simulated, "seed": self.seed,
                 "channels": {str(k): v.instrument for k, v in self.channels.items()}}
 
     def clock_name(self, clock: RealClock | VirtualClock) -> str:
@@ -77,7 +77,7 @@ def simulated_station(plan: Plan, clock: RealClock | VirtualClock, seed: int = 0
     from rig.sim.cell import NaCell, electrolyte_for
     from rig.sim.emstat import SimulatedEmStat4
 
-    station = Station(name="simulated", simulated=True)
+    station = Station(name="simulated", simulated=True, seed=seed)
     try:
         for cp in plan.channels:
             spec = cp.cell

@@ -19,7 +19,14 @@ from rig import __version__
 from rig.clock import RealClock, VirtualClock
 from rig.engine.channel import ChannelRunner
 from rig.station import Station
-from rig.store import RunWriter, new_run_id
+from rig.store import (
+    RunWriter,
+    StoreError,
+    mark_command_handled,
+    new_run_id,
+    open_reader,
+    pending_commands,
+)
 
 
 class Progress(Protocol):
@@ -73,7 +80,8 @@ class RunResult:
         return 0 if self.status == "completed" else 1
 
 
-END_STATUS_COMPLETED = "completed"
+HEARTBEAT_EVERY_S = 2.0
+HEARTBEAT_STALE_S = 15.0  # a run whose heartbeat is older than this has no live engine
 
 
 async def execute(plan: Plan, *, station: Station, clock: RealClock | VirtualClock,
@@ -99,18 +107,35 @@ async def execute(plan: Plan, *, station: Station, clock: RealClock | VirtualClo
                  f"run {run_id} started: {plan.name} on {len(runners)} channel(s), "
                  f"pid {os.getpid()} on {socket.gethostname()}")
     progress.run_started(run_id, plan)
-    heartbeat = asyncio.create_task(_heartbeat(writer, run_key))
+    return await drive(ctx, runners, plan)
+
+
+async def drive(ctx: RunContext, runners: list[ChannelRunner], plan: Plan,
+                already: dict[int, str] | None = None) -> RunResult:
+    """Run the channel tasks with the heartbeat and the command poller; record the end."""
+    writer, clock, run_key = ctx.writer, ctx.clock, ctx.run_key
+    background = [asyncio.create_task(_heartbeat(writer, run_key)),
+                  asyncio.create_task(_poll_commands(ctx, runners))]
     try:
         reasons_list = await asyncio.gather(*(_participate(clock, r) for r in runners))
     finally:
-        heartbeat.cancel()
-    reasons = {r.channel: reason for r, reason in zip(runners, reasons_list)}
-    status = "completed" if all(r == "completed" for r in reasons.values()) else "ended_early"
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+    reasons = dict(already or {})
+    reasons.update({r.channel: reason for r, reason in zip(runners, reasons_list)})
+    reasons = dict(sorted(reasons.items()))
+    if all(r == "completed" for r in reasons.values()):
+        status = "completed"
+    elif all(r == "aborted" for r in reasons.values()):
+        status = "aborted"
+    else:
+        status = "ended_early"
     ended = [f"ch{c}: {r}" for c, r in reasons.items() if r != "completed"]
     writer.run_status(run_key, status, end_reason="; ".join(ended) or None, ended_at=clock.now())
-    writer.event(run_key, None, clock.now(), "info", "run_end", f"run {run_id} {status}")
+    writer.event(run_key, None, clock.now(), "info", "run_end", f"run {ctx.run_id} {status}")
     writer.flush()
-    return RunResult(run_id, run_key, status, reasons)
+    return RunResult(ctx.run_id, run_key, status, reasons)
 
 
 async def _participate(clock: RealClock | VirtualClock, runner: ChannelRunner) -> str:
@@ -118,8 +143,49 @@ async def _participate(clock: RealClock | VirtualClock, runner: ChannelRunner) -
         return await runner.run()
 
 
-async def _heartbeat(writer: RunWriter, run_key: int, every_s: float = 2.0) -> None:
+async def _heartbeat(writer: RunWriter, run_key: int, every_s: float = HEARTBEAT_EVERY_S) -> None:
     """Wall-clock heartbeat: how `rig resume` tells a live run from a dead one."""
     while True:
         writer.heartbeat(run_key, time.time())
         await asyncio.sleep(every_s)
+
+
+async def _poll_commands(ctx: RunContext, runners: list[ChannelRunner],
+                         every_s: float = 0.25) -> None:
+    """Pause/resume/abort from other processes, through the store's commands table; acted on
+    within a second of wall time. Every command becomes an event."""
+    by_channel = {r.channel: r for r in runners}
+    path = ctx.writer.path
+    conn = open_reader(path)
+    try:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                pending = pending_commands(conn, ctx.run_key)
+            except StoreError:
+                continue  # busy store: try again next time
+            for cmd in pending:
+                result = _apply_command(cmd, by_channel)
+                if mark_command_handled(path, cmd["id"], result):
+                    where = "run" if cmd["channel"] is None else f"channel {cmd['channel']}"
+                    ctx.writer.event(ctx.run_key, cmd["channel"], ctx.clock.now(),
+                                     "warning" if cmd["command"] == "abort" else "info",
+                                     "command", f"{cmd['command']} ({where}): {result}")
+    finally:
+        conn.close()
+
+
+def _apply_command(cmd: dict[str, Any], by_channel: dict[int, ChannelRunner]) -> str:
+    if cmd["channel"] is None:
+        targets = list(by_channel.values())
+    elif cmd["channel"] in by_channel:
+        targets = [by_channel[cmd["channel"]]]
+    else:
+        return f"ignored: no channel {cmd['channel']} in this run"
+    live = [r for r in targets if r.state.status != "ended"]
+    if not live:
+        return "ignored: already ended"
+    for r in live:
+        r.request(cmd["command"])
+    return {"pause": "pausing", "resume": "resuming", "abort": "aborting"}[cmd["command"]] + \
+        " " + ", ".join(f"ch{r.channel}" for r in live)

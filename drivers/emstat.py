@@ -1,0 +1,748 @@
+"""PalmSens EmStat4 over MethodSCRIPT (serial, 921600 8N1): the rig's potentiostat driver.
+
+The dialect is docs/methodscript.md, to the byte. A plain synchronous class in SI units, usable
+alone in a notebook::
+
+    >>> es = EmStat4("/dev/ttyACM0")                                        # doctest: +SKIP
+    >>> es.identify()                                                       # doctest: +SKIP
+    'es4_lr#Jan 10 2025 11:24:06 R1.6.2'
+    >>> es.start_current(1e-3, interval_s=1, duration_s=3600, e_min_V=-0.5, e_max_V=0.5)
+    >>> samples, ended = es.read_samples(until_s=60)   # the first minute   # doctest: +SKIP
+    >>> es.close()                                     # output off, port closed
+
+Streaming: a script sends its packages on the instrument's schedule (package k at k x interval,
+the last at the duration). ``read_samples(until_s)`` returns the packages due by ``until_s``,
+waiting for them to arrive, and leaves later ones in the buffer for the next call.
+The wire parsing is pure functions below (``parse_line``, ``parse_sample``, ``parse_eis_point``,
+``build_*_script``), fuzzable without a port.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Self, TypeVar
+
+import serial
+
+from drivers.base import (
+    InstrumentError,
+    InstrumentGone,
+    InstrumentProtocolError,
+    InstrumentTimeout,
+    Ranges,
+    Sample,
+)
+from drivers.methodscript import (
+    OFFSET,
+    PREFIXES,
+    STATUS_OVERLOAD,
+    error_code,
+    format_si,
+    parse_metadata,
+    parse_package_variables,
+    parse_si,
+)
+
+try:
+    from termios import error as _TermiosError  # tcflush on a vanished pty raises this
+except ImportError:  # Windows
+    _TermiosError = OSError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+# what a port that is closed or gone raises (pyserial, the OS, termios)
+PORT_ERRORS: tuple[type[BaseException], ...] = (serial.SerialException, OSError, _TermiosError)
+
+# ---- the instrument ------------------------------------------------------------------------------
+BAUDRATE = 921600
+DEVICE_PREFIX = "es4"                     # 't' reply names the device: es4_lr, es4_hr (espico: no)
+PGSTAT_MODE_OFF = 0                       # set_pgstat_mode 0: cell disconnected
+PGSTAT_MODE_LOW_SPEED = 2                 # used for open circuit
+PGSTAT_MODE_HIGH_SPEED = 3                # potentiostatic (CA, EIS)
+PGSTAT_MODE_GALVANOSTATIC = 6             # galvanostatic (CP)
+MAX_BANDWIDTH_DC_HZ = 200                 # set_max_bandwidth for CP/CA
+# EmStat4 LR current ranges; the 10 mA range carries up to the 30 mA maximum
+CURRENT_RANGES_A = (1e-9, 10e-9, 100e-9, 1e-6, 10e-6, 100e-6, 1e-3, 10e-3)
+ERROR_NO_SCRIPT_RUNNING = 0x0006          # 'Z!0006': abort with nothing to abort
+EMSTAT4_LR_RANGES = Ranges(max_current_A=0.03, max_potential_V=3.0)   # +-30 mA, +-3 V
+
+# ---- timing rules of the driver -----------------------------------------------------------------
+# A package due within this after until_s counts as due by until_s: float noise between the
+# host's and the device's clocks. It must stay below the device's own slack (the simulator
+# emits a package when t_k <= its time + 1 us), or the driver would wait for one not yet sent.
+TIME_TOLERANCE_S = 0.5e-6
+BACKOFF_S = 0.05          # first retry pause, doubled per retry ...
+MAX_BACKOFF_S = 0.5       # ... up to this
+OCP_PROBE = (0.25, 1.0)   # (interval_s, duration_s) of the OCP read eis() uses when dc_V is None
+
+
+class DeviceError(InstrumentProtocolError):
+    """The instrument answered an error code (``!XXXX``); ``code`` holds it."""
+
+    def __init__(self, code: int, line: str) -> None:
+        super().__init__(f"EmStat4 error code 0x{code:04X} in {line!r}")
+        self.code = code
+        self.line = line
+
+
+class NotAnEmStat4(InstrumentProtocolError):
+    """A well-formed answer from another device (a Pico, say): retrying will not help."""
+
+
+# ---- pure functions: replies --------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One line of script output: kind is package, accepted, loop_start, loop_end, script_end,
+    text, plain_loop or abort; text is the line."""
+
+    kind: str
+    text: str
+
+
+_MARKERS = {"e": "accepted", "*": "loop_end", "": "script_end", "Z": "abort",
+            "L": "plain_loop", "+": "plain_loop"}
+_LOOP_START_RE = re.compile(r"M[0-9A-Fa-f]{4}")
+
+
+def parse_line(line: str) -> Event:
+    """Classify a line the instrument sends while a script runs.
+
+    ``parse_line("*") -> Event("loop_end", "*")``; raises DeviceError on ``!XXXX`` and
+    InstrumentProtocolError on anything the dialect does not have.
+    """
+    code = error_code(line)
+    if code is not None:
+        raise DeviceError(code, line)
+    if line[:1] == "P":
+        return Event("package", line)
+    if line in _MARKERS:
+        return Event(_MARKERS[line], line)
+    if _LOOP_START_RE.fullmatch(line):
+        return Event("loop_start", line)
+    if line[:1] == "T":
+        return Event("text", line)
+    raise InstrumentProtocolError(f"unexpected line from the EmStat4: {line!r}")
+
+
+_V = r"([0-9A-F]{7})([afpnumkMGTPEi ])((?:,[0-9A-Fa-f]+)*)"  # hex, prefix, metadata
+_SAMPLE_RE = re.compile(rf"Peb{_V};ab{_V}(?:;ba{_V})?")
+_EIS_RE = re.compile(rf"Peb{_V};dc{_V};cc{_V};cd{_V}")
+
+
+def _values(line: str, types: tuple[str, ...], optional: tuple[str, ...] = ()
+            ) -> tuple[dict[str, float], int]:
+    """The slow general path: variables in any order, extra ones ignored; (values, status)."""
+    found = parse_package_variables(line)
+    values = {v.type: v.value for v in found}
+    missing = [t for t in types if t not in values and t not in optional]
+    if missing:
+        raise InstrumentProtocolError(f"package without {'/'.join(missing)}: {line!r}")
+    status = 0
+    for v in found:
+        status |= v.status
+    return values, status
+
+
+def _status(*metas: str | None) -> int:
+    status = 0
+    for meta in metas:
+        if meta:
+            status |= parse_metadata(meta)[0]
+    return status
+
+
+def parse_sample(line: str, _p: dict[str, float] = PREFIXES) -> Sample:
+    """A CP/CA/OCP package ``Peb<t>;ab<E>[;ba<I>]`` -> Sample (current 0 at open circuit).
+
+    ``parse_sample("Peb8989680m;ab8000000 ;ba8000000 ,12").overload -> True``
+    """
+    m = _SAMPLE_RE.fullmatch(line)
+    if m is None:
+        values, status = _values(line, ("eb", "ab", "ba"), optional=("ba",))
+        return Sample(values["eb"], values["ab"], values.get("ba", 0.0),
+                      bool(status & STATUS_OVERLOAD))
+    t, tp, tm, e, ep, em, i, ip, im = m.groups()
+    overload = bool(_status(tm, em, im) & STATUS_OVERLOAD) if (tm or em or im) else False
+    return Sample((int(t, 16) - OFFSET) * _p[tp], (int(e, 16) - OFFSET) * _p[ep],
+                  (int(i, 16) - OFFSET) * _p[ip] if i else 0.0, overload)
+
+
+def parse_eis_point(line: str, _p: dict[str, float] = PREFIXES) -> tuple[float, float, complex]:
+    """An EIS package ``Peb<t>;dc<f>;cc<Z'>;cd<Z''>`` -> (t_s, f_Hz, Z' + jZ'')."""
+    m = _EIS_RE.fullmatch(line)
+    if m is None:
+        values, _ = _values(line, ("eb", "dc", "cc", "cd"))
+        return values["eb"], values["dc"], complex(values["cc"], values["cd"])
+    t, tp, _, f, fp, _, re_, rp, _, im, ip, _ = m.groups()
+    return ((int(t, 16) - OFFSET) * _p[tp], (int(f, 16) - OFFSET) * _p[fp],
+            complex((int(re_, 16) - OFFSET) * _p[rp], (int(im, 16) - OFFSET) * _p[ip]))
+
+
+def parse_version(first: str, second: str) -> str:
+    """The two lines answering ``t`` -> the firmware text; ``"tes4_lr#b", "R1.6*" -> "es4_lr#b R1.6"``.
+
+    InstrumentProtocolError when garbled, NotAnEmStat4 when another device answered.
+    """
+    if not first.startswith("t") or not second.endswith("*"):
+        raise InstrumentProtocolError(f"garbled version reply: {first!r} {second!r}")
+    if not first[1:].startswith(DEVICE_PREFIX):
+        raise NotAnEmStat4(f"not an EmStat4: the device calls itself {first[1:]!r}")
+    return f"{first[1:]} {second[:-1]}"
+
+
+def parse_serial_number(line: str) -> str:
+    """``"iES4-12345" -> "ES4-12345"``."""
+    if not line.startswith("i") or len(line) < 2 or not line[1:].isprintable():
+        raise InstrumentProtocolError(f"garbled serial number reply: {line!r}")
+    return line[1:]
+
+
+# ---- pure functions: scripts --------------------------------------------------------------------
+def current_range(current_A: float) -> float:
+    """The smallest EmStat4 current range that holds ``current_A``: ``1.13e-3 -> 10e-3``
+    (the top range, 10 mA, for anything above it)."""
+    for r in CURRENT_RANGES_A:
+        if abs(current_A) <= r * (1 + 1e-9):
+            return r
+    return CURRENT_RANGES_A[-1]
+
+
+_DC_PACKAGE = ["\ttimer_get t", "\tpck_start", "\tpck_add t", "\tpck_add p", "\tpck_add c",
+                "\tpck_end"]
+
+
+def _breakloop_if(var: str, op: str, limit: float) -> list[str]:
+    return [f"\tif {var} {op} {format_si(limit)}", "\t\tbreakloop", "\tendif"]
+
+
+def _dc_script(mode: int, set_line: str, loop_line: str, range_A: float,
+               limits: list[str]) -> list[str]:
+    r = format_si(range_A)
+    return ["var c", "var p", "var t", "set_pgstat_chan 0", f"set_pgstat_mode {mode}",
+            f"set_max_bandwidth {MAX_BANDWIDTH_DC_HZ}", f"set_range ba {r}",
+            f"set_autoranging ba {r} {r}", set_line, "cell_on", "timer_start", loop_line,
+            *_DC_PACKAGE, *limits, "endloop", "on_finished:", "cell_off"]
+
+
+def build_cp_script(current_A: float, interval_s: float, duration_s: float,
+                    e_min_V: float, e_max_V: float) -> list[str]:
+    """Galvanostatic step; the instrument breaks the loop outside [e_min_V, e_max_V]."""
+    i = format_si(current_A)
+    return _dc_script(
+        PGSTAT_MODE_GALVANOSTATIC, f"set_i {i}",
+        f"meas_loop_cp p c {i} {format_si(interval_s)} {format_si(duration_s)}",
+        current_range(current_A),
+        _breakloop_if("p", ">", e_max_V) + _breakloop_if("p", "<", e_min_V))
+
+
+def build_ca_script(potential_V: float, interval_s: float, duration_s: float,
+                    i_max_A: float) -> list[str]:
+    """Potentiostatic step; the instrument breaks the loop beyond +-i_max_A."""
+    e = format_si(potential_V)
+    return _dc_script(
+        PGSTAT_MODE_HIGH_SPEED, f"set_e {e}",
+        f"meas_loop_ca p c {e} {format_si(interval_s)} {format_si(duration_s)}",
+        current_range(i_max_A),
+        _breakloop_if("c", ">", i_max_A) + _breakloop_if("c", "<", -i_max_A))
+
+
+def build_ocp_script(interval_s: float, duration_s: float) -> list[str]:
+    """Open circuit: the cell stays off, packages carry time and potential."""
+    return ["var p", "var t", "set_pgstat_chan 0", f"set_pgstat_mode {PGSTAT_MODE_LOW_SPEED}",
+            "cell_off", "timer_start",
+            f"meas_loop_ocp p {format_si(interval_s)} {format_si(duration_s)}",
+            "\ttimer_get t", "\tpck_start", "\tpck_add t", "\tpck_add p", "\tpck_end",
+            "endloop"]
+
+
+def build_eis_script(f_start_Hz: float, f_end_Hz: float, n_points: int, amplitude_V: float,
+                     dc_V: float) -> list[str]:
+    """Potentiostatic impedance around dc_V, log-spaced from f_start_Hz to f_end_Hz."""
+    e_dc = format_si(dc_V)
+    return ["var h", "var r", "var j", "var t", "set_pgstat_chan 0",
+            f"set_pgstat_mode {PGSTAT_MODE_HIGH_SPEED}", "set_max_bandwidth 400k",
+            f"set_e {e_dc}", "cell_on", "timer_start",
+            (f"meas_loop_eis h r j {format_si(amplitude_V)} {format_si(f_start_Hz)} "
+             f"{format_si(f_end_Hz)} {n_points} {e_dc}"),
+            "\ttimer_get t", "\tpck_start", "\tpck_add t", "\tpck_add h", "\tpck_add r",
+            "\tpck_add j", "\tpck_end", "endloop", "on_finished:", "cell_off"]
+
+
+OUTPUT_OFF_SCRIPT = [f"set_pgstat_mode {PGSTAT_MODE_OFF}", "cell_off"]
+
+
+def script_bytes(lines: Sequence[str]) -> bytes:
+    """What the host sends to run a script: ``e``, its lines, an empty line."""
+    return ("e\n" + "".join(line + "\n" for line in lines) + "\n").encode("ascii")
+
+
+# ---- pure functions: the instrument's schedule --------------------------------------------------
+def packages_due(interval_s: float, duration_s: float, until_s: float) -> int:
+    """How many packages of a loop are due by until_s (the k-th at k x interval, the last at the
+    duration): ``packages_due(1, 10, 3.5) -> 3``, ``packages_due(1, 2.5, 9) -> 3``."""
+    if until_s >= duration_s:
+        until_s, extra = duration_s, 1
+    else:
+        extra = 0
+    if until_s < interval_s:
+        return extra if duration_s < interval_s else 0
+    k = int(until_s // interval_s)
+    while (k + 1) * interval_s <= until_s:
+        k += 1
+    while k > 0 and k * interval_s > until_s:
+        k -= 1
+    if extra and duration_s - k * interval_s > 1e-6:
+        k += 1  # the last package, at exactly the duration
+    return k
+
+
+def eis_frequencies(f_start_Hz: float, f_end_Hz: float, n_points: int) -> list[float]:
+    """Log-spaced, both ends included."""
+    if n_points == 1:
+        return [f_start_Hz]
+    ratio = f_end_Hz / f_start_Hz
+    return [f_start_Hz * ratio ** (k / (n_points - 1)) for k in range(n_points)]
+
+
+def eis_point_times(f_start_Hz: float, f_end_Hz: float, n_points: int) -> list[float]:
+    """When each point's package is due: each point takes max(1 s, 3 periods)."""
+    times, t = [], 0.0
+    for f in eis_frequencies(f_start_Hz, f_end_Hz, n_points):
+        t += max(1.0, 3.0 / f)
+        times.append(t)
+    return times
+
+
+def as_sent(value: float) -> float:
+    """A number as the instrument reads it from a script: ``as_sent(1/3) -> 0.333333333``."""
+    return parse_si(format_si(value))
+
+
+@dataclass
+class _Run:
+    """The running script: its package schedule and how many packages were taken."""
+
+    kind: str                          # "samples" or "eis"
+    end_s: float                       # when the last package is due
+    interval_s: float = 0.0            # regular loops
+    times: list[float] | None = None   # EIS points
+    received: int = 0
+
+    @classmethod
+    def loop(cls, interval_s: float, duration_s: float) -> _Run:
+        """A CP/CA/OCP loop, timed with the numbers as the instrument reads them in the script."""
+        return cls("samples", as_sent(duration_s), as_sent(interval_s))
+
+    @classmethod
+    def sweep(cls, f_start_Hz: float, f_end_Hz: float, n_points: int) -> _Run:
+        times = eis_point_times(as_sent(f_start_Hz), as_sent(f_end_Hz), n_points)
+        return cls("eis", times[-1], times=times)
+
+    def due(self, until_s: float) -> int:
+        if self.times is not None:
+            return bisect.bisect_right(self.times, until_s)
+        return packages_due(self.interval_s, self.end_s, until_s)
+
+    def time_of(self, k: int) -> float:
+        """Nominal time of the k-th package (1-based)."""
+        if self.times is not None:
+            return self.times[min(k, len(self.times)) - 1]
+        return min(k * self.interval_s, self.end_s)
+
+
+# ---- the driver ---------------------------------------------------------------------------------
+class EmStat4:
+    """One EmStat4 channel (drivers.base.Potentiostat). Every value in and out is SI."""
+
+    def __init__(self, port: str, baudrate: int = BAUDRATE, timeout_s: float = 2.0,
+                 retries: int = 2,
+                 ranges: Ranges = EMSTAT4_LR_RANGES) -> None:
+        try:
+            ser = serial.Serial(port, baudrate=baudrate, timeout=timeout_s,
+                                write_timeout=timeout_s)
+        except PORT_ERRORS as exc:
+            raise InstrumentGone(f"cannot open {port}: {exc}") from exc
+        self._attach(ser, timeout_s, retries, ranges)
+
+    @classmethod
+    def from_serial(cls, ser: Any, *, timeout_s: float = 2.0, retries: int = 2,
+                    ranges: Ranges = EMSTAT4_LR_RANGES
+                    ) -> EmStat4:
+        """Wrap an already-open pyserial port (``serial.serial_for_url(...)``)."""
+        self = cls.__new__(cls)
+        ser.timeout = timeout_s
+        ser.write_timeout = timeout_s
+        self._attach(ser, timeout_s, retries, ranges)
+        return self
+
+    def _attach(self, ser: Any, timeout_s: float, retries: int, ranges: Ranges) -> None:
+        self._ser = ser
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.ranges = ranges
+        self._lines: list[str] = []   # complete lines not yet consumed, from self._next on
+        self._next = 0
+        self._tail = ""               # a partial line
+        self._run: _Run | None = None
+        self._discard_input()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"EmStat4({getattr(self._ser, 'port', self._ser)!r})"
+
+    # ---- queries ---------------------------------------------------------------------------
+    def identify(self) -> str:
+        """``t``: the firmware text, ``'es4_lr#<build> R<version>'``; refuses other devices."""
+        def ask() -> str:
+            self._send(b"t\n")
+            first = self._reply_line()
+            code = error_code(first)
+            if code is not None:
+                raise DeviceError(code, first)
+            if not first.startswith("t"):
+                raise InstrumentProtocolError(f"garbled version reply: {first!r}")
+            return parse_version(first, self._reply_line())
+        return self._query(ask)
+
+    def serial_number(self) -> str:
+        """``i``: the instrument's serial number."""
+        def ask() -> str:
+            self._send(b"i\n")
+            line = self._reply_line()
+            code = error_code(line)
+            if code is not None:
+                raise DeviceError(code, line)
+            return parse_serial_number(line)
+        return self._query(ask)
+
+    # ---- steps -------------------------------------------------------------------------------
+    def start_current(self, current_A: float, interval_s: float, duration_s: float,
+                      e_min_V: float, e_max_V: float) -> None:
+        """Galvanostatic step (CP); the instrument itself stops outside [e_min_V, e_max_V]."""
+        self._check_current(current_A)
+        self._check_potential(e_min_V, e_max_V)
+        if not e_min_V < e_max_V:
+            raise ValueError(f"safety window [{e_min_V}, {e_max_V}] V is empty")
+        _check_timing(interval_s, duration_s)
+        self._start(build_cp_script(current_A, interval_s, duration_s, e_min_V, e_max_V),
+                    _Run.loop(interval_s, duration_s))
+
+    def start_potential(self, potential_V: float, interval_s: float, duration_s: float,
+                        i_max_A: float) -> None:
+        """Potentiostatic step (CA); the instrument itself stops beyond +-i_max_A."""
+        self._check_potential(potential_V)
+        self._check_current(i_max_A)
+        if not i_max_A > 0:
+            raise ValueError(f"i_max_A must be positive, not {i_max_A}")
+        _check_timing(interval_s, duration_s)
+        self._start(build_ca_script(potential_V, interval_s, duration_s, i_max_A),
+                    _Run.loop(interval_s, duration_s))
+
+    def start_open_circuit(self, interval_s: float, duration_s: float) -> None:
+        """Rest at open circuit (OCP), recording the potential."""
+        _check_timing(interval_s, duration_s)
+        self._start(build_ocp_script(interval_s, duration_s),
+                    _Run.loop(interval_s, duration_s))
+
+    def start_eis(self, f_start_Hz: float, f_end_Hz: float, n_points: int, amplitude_V: float,
+                  dc_V: float) -> None:
+        """Potentiostatic EIS around dc_V, n_points log-spaced from f_start_Hz to f_end_Hz."""
+        if not (f_start_Hz > 0 and f_end_Hz > 0 and math.isfinite(f_start_Hz * f_end_Hz)):
+            raise ValueError(f"frequencies must be positive: {f_start_Hz}, {f_end_Hz} Hz")
+        if int(n_points) != n_points or n_points < 1:
+            raise ValueError(f"n_points must be a positive integer, not {n_points}")
+        if not 0 < amplitude_V <= self.ranges.max_potential_V:
+            raise ValueError(f"EIS amplitude {amplitude_V} V is not in (0, "
+                             f"{self.ranges.max_potential_V}] V")
+        self._check_potential(dc_V)
+        self._start(build_eis_script(f_start_Hz, f_end_Hz, int(n_points), amplitude_V, dc_V),
+                    _Run.sweep(f_start_Hz, f_end_Hz, int(n_points)))
+
+    # ---- streaming ---------------------------------------------------------------------------
+    def read_samples(self, until_s: float, *, greedy: bool = False
+                     ) -> tuple[list[Sample], bool]:
+        """Every package with t <= until_s of the running CP/CA/OCP step, waiting for those due;
+        and whether the script has ended. ``greedy`` also takes later packages already here."""
+        return self._stream(until_s, "samples", parse_sample, greedy)
+
+    def read_eis(self, until_s: float, *, greedy: bool = False
+                 ) -> tuple[list[tuple[float, float, complex]], bool]:
+        """The EIS points due by until_s as (t_s, f_Hz, Z' + jZ''), and whether the sweep ended."""
+        return self._stream(until_s, "eis", parse_eis_point, greedy)
+
+    def eis(self, frequencies_Hz: Sequence[float], amplitude_V: float,
+            dc_V: float | None = None) -> list[tuple[float, complex]]:
+        """A whole sweep on the wall clock (notebooks): [(f_Hz, Z)]. The instrument sweeps
+        len(frequencies_Hz) log-spaced points between the first and last frequency; dc_V None
+        measures at the open-circuit potential."""
+        freqs = list(frequencies_Hz)
+        if not freqs:
+            raise ValueError("no frequencies")
+        if dc_V is None:
+            dc_V = self.open_circuit_potential()
+        self.start_eis(freqs[0], freqs[-1], len(freqs), amplitude_V, dc_V)
+        return [(f, z) for _, f, z in self._read_to_end(self.read_eis)]
+
+    def open_circuit_potential(self) -> float:
+        """A short OCP measurement on the wall clock; its last potential (V)."""
+        self.start_open_circuit(*OCP_PROBE)
+        samples = self._read_to_end(self.read_samples)
+        if not samples:
+            raise InstrumentProtocolError("the OCP measurement ended without a sample")
+        return samples[-1].potential_V
+
+    # ---- stopping ----------------------------------------------------------------------------
+    def abort(self) -> None:
+        """``Z``: stop the running script ('Z', then its '*' and empty line), or nothing was
+        running ('Z!0006'); both are fine."""
+        self._send(b"Z\n")
+        line = self._reply_line()
+        while not line.startswith("Z"):   # what the aborted script sent before: dropped
+            line = self._reply_line()
+        self._run = None
+        if line == "Z":
+            while self._reply_line() != "":   # the loop's '*', then the script's empty line
+                pass
+            return
+        code = error_code(line)
+        if code != ERROR_NO_SCRIPT_RUNNING:
+            raise DeviceError(code, line) if code is not None else InstrumentProtocolError(
+                f"garbled abort reply: {line!r}")
+
+    def output_off(self) -> None:
+        """The safety path: abort what runs, then the output-off script. Retries, works after
+        errors, raises only if the instrument never confirmed (or the port is gone)."""
+        last: InstrumentError | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(_backoff(attempt))
+            try:
+                if self._run is not None or attempt:
+                    try:
+                        self.abort()
+                    except (InstrumentTimeout, InstrumentProtocolError) as exc:
+                        log.warning("%r: abort before output off failed: %s", self, exc)
+                        self._run = None
+                self._discard_input()
+                self._send(script_bytes(OUTPUT_OFF_SCRIPT))
+                self._expect_accepted()
+                line = self._reply_line()
+                if line != "":
+                    parse_line(line)  # an error code raises DeviceError
+                    raise InstrumentProtocolError(f"output off: expected the end, got {line!r}")
+                return
+            except InstrumentGone:
+                raise
+            except InstrumentError as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    def close(self) -> None:
+        """Output off (best effort), then close the port. Safe to call twice."""
+        if not self._ser.is_open:
+            return
+        try:
+            self.output_off()
+        except InstrumentError as exc:
+            log.warning("%r: output off at close failed: %s", self, exc)
+        finally:
+            try:
+                self._ser.close()
+            except PORT_ERRORS:
+                log.debug("%r: closing the port failed", self)
+
+    # ---- internals: checks ---------------------------------------------------------------------
+    def _check_current(self, current_A: float) -> None:
+        if not abs(current_A) <= self.ranges.max_current_A:
+            raise ValueError(f"current {current_A} A exceeds the EmStat4's "
+                             f"{self.ranges.max_current_A} A range")
+
+    def _check_potential(self, *potentials_V: float) -> None:
+        for e in potentials_V:
+            if not abs(e) <= self.ranges.max_potential_V:
+                raise ValueError(f"potential {e} V exceeds the EmStat4's "
+                                 f"+-{self.ranges.max_potential_V} V range")
+
+    # ---- internals: scripts ------------------------------------------------------------------
+    def _start(self, lines: list[str], run: _Run) -> None:
+        if self._run is not None:
+            self.abort()
+        self._discard_input()
+        self._run = run  # from here a failure leaves the script "maybe running": output_off aborts
+        self._send(script_bytes(lines))
+        try:
+            self._expect_accepted()
+        except DeviceError:
+            self._run = None   # the script was refused: nothing runs
+            raise
+
+    def _expect_accepted(self) -> None:
+        line = self._reply_line()
+        if parse_line(line).kind != "accepted":
+            raise InstrumentProtocolError(f"script not accepted: {line!r}")
+
+    def _stream(self, until_s: float, kind: str, parse: Callable[[str], T],
+                greedy: bool = False) -> tuple[list[T], bool]:
+        """Packages due by until_s (waiting for them), plus those already here when greedy."""
+        run = self._run
+        if run is None:
+            return [], True
+        if run.kind != kind:
+            raise RuntimeError(f"the running script sends {run.kind} packages, not {kind}")
+        due = run.due(until_s + TIME_TOLERANCE_S)       # wait for these (silence -> timeout)
+        end_due = until_s + TIME_TOLERANCE_S >= run.end_s  # and for the script's end
+        out: list[T] = []
+        while True:
+            if run.received < due:
+                self._take_packages(due - run.received, parse, out, run)
+            if self._next >= len(self._lines) and not self._read_available():
+                if run.received < due or end_due:
+                    self._read_blocking()
+                    continue
+                return out, False
+            line = self._lines[self._next]
+            if line[:1] == "P":
+                if run.received >= due and not (end_due or greedy):
+                    return out, False   # a later call's package
+                self._take_packages(1, parse, out, run)
+                continue
+            self._next += 1
+            if parse_line(line).kind == "script_end":
+                self._run = None
+                return out, True
+
+    def _take_packages(self, n: int, parse: Callable[[str], T], out: list[T], run: _Run) -> None:
+        """Parse up to n buffered packages into out (the hot loop: keep it lean)."""
+        lines, i = self._lines, self._next
+        stop = min(len(lines), i + n)
+        j = i
+        try:
+            while j < stop and lines[j][:1] == "P":
+                out.append(parse(lines[j]))
+                j += 1
+        except InstrumentProtocolError:
+            j += 1  # the bad package counts as taken: the schedule stays in step
+            raise
+        finally:
+            self._next = j
+            run.received += j - i
+
+    def _read_to_end(self, read: Callable[..., tuple[list[T], bool]]) -> list[T]:
+        """Follow a running script on the wall clock until it ends."""
+        t0 = time.monotonic()
+        out: list[T] = []
+        while True:
+            got, ended = read(time.monotonic() - t0, greedy=True)
+            out += got
+            if ended or self._run is None:
+                return out
+            due = self._run.time_of(self._run.received + 1)
+            time.sleep(min(max(due - (time.monotonic() - t0), 0.001), 1.0))
+
+    # ---- internals: queries --------------------------------------------------------------------
+    def _query(self, ask: Callable[[], T]) -> T:
+        """A simple idempotent query, retried on timeouts and garbled or error replies."""
+        if self._run is not None:
+            raise RuntimeError("a script is running: read it to its end or abort() first")
+        for attempt in range(self.retries + 1):
+            self._discard_input()
+            try:
+                return ask()
+            except NotAnEmStat4:
+                raise
+            except (InstrumentTimeout, InstrumentProtocolError) as exc:
+                if attempt == self.retries:
+                    raise
+                log.info("%r: retrying after %s", self, exc)
+                time.sleep(_backoff(attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _reply_line(self) -> str:
+        """The next line, waiting for it (silence for timeout_s -> InstrumentTimeout)."""
+        while self._next >= len(self._lines):
+            self._read_blocking()
+        line = self._lines[self._next]
+        self._next += 1
+        return line
+
+    # ---- internals: bytes ----------------------------------------------------------------------
+    def _send(self, data: bytes) -> None:
+        try:
+            if not self._ser.is_open:
+                raise InstrumentGone(f"{self!r}: the port is closed")
+            self._ser.write(data)
+        except serial.SerialTimeoutException as exc:
+            raise InstrumentTimeout(f"{self!r}: write timed out") from exc
+        except PORT_ERRORS as exc:
+            raise InstrumentGone(f"{self!r}: {exc}") from exc
+
+    def _read_available(self) -> bool:
+        """Take what has arrived without waiting; True if it completed a line."""
+        try:
+            if not self._ser.is_open:
+                raise InstrumentGone(f"{self!r}: the port is closed")
+            n = self._ser.in_waiting
+            return bool(n) and self._add(self._ser.read(n))
+        except PORT_ERRORS as exc:
+            raise InstrumentGone(f"{self!r}: {exc}") from exc
+
+    def _read_blocking(self) -> None:
+        """Wait for bytes (at most timeout_s of silence), then take all that has arrived."""
+        ser = self._ser
+        try:
+            if not ser.is_open:
+                raise InstrumentGone(f"{self!r}: the port is closed")
+            data = ser.read(ser.in_waiting or 1)
+            if not data:
+                raise InstrumentTimeout(f"{self!r}: no answer within {self.timeout_s} s")
+            n = ser.in_waiting
+            if n:
+                data += ser.read(n)
+        except PORT_ERRORS as exc:
+            raise InstrumentGone(f"{self!r}: {exc}") from exc
+        self._add(data)
+
+    def _add(self, data: bytes) -> bool:
+        text = self._tail + data.decode("latin-1")
+        if "\r" in text:
+            text = text.replace("\r", "")
+        parts = text.split("\n")
+        self._tail = parts.pop()
+        if not parts:
+            return False
+        if self._next >= len(self._lines):
+            self._lines = parts
+        else:
+            self._lines = self._lines[self._next:] + parts
+        self._next = 0
+        return True
+
+    def _discard_input(self) -> None:
+        """Forget whatever arrived unasked (stale replies before a query or a script)."""
+        self._lines, self._next, self._tail = [], 0, ""
+        try:
+            if self._ser.is_open:
+                self._ser.reset_input_buffer()
+        except PORT_ERRORS as exc:
+            raise InstrumentGone(f"{self!r}: {exc}") from exc
+
+
+def _check_timing(interval_s: float, duration_s: float) -> None:
+    if not (interval_s > 0 and duration_s > 0 and math.isfinite(duration_s)):
+        raise ValueError(f"interval {interval_s} s and duration {duration_s} s must be positive")
+
+
+def _backoff(attempt: int) -> float:
+    return min(BACKOFF_S * 2 ** (attempt - 1), MAX_BACKOFF_S)

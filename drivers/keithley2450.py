@@ -1,0 +1,591 @@
+"""Keithley 2450 SourceMeter as a galvanostat, over pyvisa (SCPI; the 2400's command set too).
+
+    >>> smu = Keithley2450("TCPIP0::192.168.1.50::5025::SOCKET")
+    >>> smu.identify()
+    'KEITHLEY INSTRUMENTS,MODEL 2450,04412345,1.7.3b'
+    >>> smu.start_current(1.13e-3, interval_s=1.0, duration_s=3600.0, e_min_V=-1.0, e_max_V=1.0)
+    >>> smu.read_samples(1.0)
+    ([Sample(t_s=1.0, potential_V=0.0212, current_A=0.00113, overload=False)], False)
+    >>> smu.close()      # output off, then the connection
+
+The instrument at a glance (SI units; :class:`CommandSet` holds one line per setting):
+
+=====================  ==============================  ==============================  ==========
+setting                2450                            2400 command set                range
+=====================  ==============================  ==============================  ==========
+source function        ``:SOUR:FUNC CURR``             same
+source current (A)     ``:SOUR:CURR:LEV <A>``          same                            +-1.05 A
+current range          ``:SOUR:CURR:RANG:AUTO 1``      same
+voltage compliance     ``:SOUR:CURR:VLIM <V>``         ``:SENS:VOLT:PROT <V>``         0.02-210 V
+output-off state       ``:OUTP:CURR:SMOD HIMP``        ``:OUTP:SMOD HIMP``
+sense function         ``:SENS:FUNC "VOLT"``           same
+integration (PLC)      ``:SENS:VOLT:NPLC 1``           same
+reading                ``:READ? "defbuffer1", READ,    ``:READ?`` -> V,I,R,t,status
+                       SOUR, SOURSTAT`` -> V,I,status  (or V,I after FORM:ELEM VOLT,CURR)
+output                 ``:OUTP ON|OFF``, ``:OUTP?``    same
+errors                 ``:SYST:ERR?`` -> ``0,"No error"``  same
+=====================  ==============================  ==============================  ==========
+
+Safety, in this order, every step:
+
+1. the instrument's own limit: the voltage compliance is armed to ``max(|e_min|, |e_max|)`` and
+   read back *before* the output goes on; if it reads back otherwise, or the instrument queued an
+   error during the setup, the step is refused (:class:`InstrumentProtocolError`): ``:OUTP ON``
+   is never sent and the output is switched off (a previous step may have left it on at 0 A).
+   A crashed host then cannot drive the cell beyond the window's magnitude.
+2. the host's window: the 2450 limits symmetrically, so an asymmetric window is checked here on
+   every sample; a sample outside ``[e_min, e_max]`` or in compliance (the source was limited)
+   switches the output off and ends the step. The sample is returned (``overload`` marks
+   compliance) so the caller sees why.
+
+Output-off state is HIMP (relay open): the 2450's NORMAL off-state is a 0 V source, which would
+load a cell. Because the manual warns against cycling the relay often in HIMP, steps do not
+switch the output off when they end: a finished or aborted step leaves the source at 0 A (the
+cell at open circuit, compliance still armed). Only ``output_off``, a window trip and ``close``
+open the output.
+
+The streaming interface (``start_*`` then ``read_samples``) of the Potentiostat role: the 2450
+runs no script, so each ``read_samples`` call takes ONE reading (``:READ?``), stamped with the
+caller's clock (``now``, default ``time.monotonic``). The caller sleeps until its next sample time
+and then calls; the driver never waits for ``until_s``. Open circuit is 0 A sourced with the
+output on (a current source at 0 A is the high-impedance voltmeter the cell needs; with the
+output off the relay is open and there is nothing to measure).
+
+Not here: potentiostatic steps and EIS (the 2450 has no impedance analyser; ``eis`` raises).
+
+Transport faults: a timeout (VI_ERROR_TMO) or a garbled reply is retried ``retries`` times with a
+bounded exponential backoff, and the input is drained before each retry so a late reply cannot
+be taken for the next one; then :class:`InstrumentTimeout` / :class:`InstrumentProtocolError`.
+A connection the peer closed or reset, or a closed resource, is :class:`InstrumentGone` at once.
+No raw pyvisa error leaves this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import math
+import re
+import select
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, NamedTuple, Self
+
+import pyvisa
+from pyvisa import constants as visa_constants
+from pyvisa import errors as visa_errors
+
+from drivers.base import (
+    InstrumentError,
+    InstrumentGone,
+    InstrumentProtocolError,
+    InstrumentTimeout,
+    Ranges,
+    Sample,
+)
+
+MAX_CURRENT_A = 1.05  # the 1 A range, with its 5 % over-range
+MAX_POTENTIAL_V = 21.0  # the default compliance, and the 20 V range the rig uses
+MAX_BACKOFF_S = 1.0
+END_EPS_S = 1e-6  # a step has ended when t >= duration - END_EPS_S (clock float resolution)
+MAX_ERRORS = 64  # errors() stops after this many, in case the queue never reports 0
+
+# 2450 source status (SOURSTAT element): bit 5 the source was limited (in compliance), bit 7 on.
+STAT_2450_LIMIT = 32
+STAT_2450_OUTPUT = 128
+# 2400 status word (5th field of :READ?): bit 3 real compliance.
+STAT_2400_COMPLIANCE = 8
+OVERFLOW = 9.9e37  # both models send 9.9E37 (2400: 9.91E37) for "no value"
+
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d{1,4})?", re.ASCII)
+_ERROR = re.compile(r'([+-]?\d{1,9})\s*,\s*"?([^"]*)"?', re.ASCII)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSet:
+    """The SCPI of one model, one line per setting (``{}`` is the value, SI units)."""
+
+    name: str
+    model: str  # what *IDN? must contain
+    compliance: str  # voltage limit while sourcing current (V)
+    compliance_query: str
+    off_state: str  # output-off state: relay open
+    read: str  # one reading: V, I and a status that flags compliance
+    source_function: str = ":SOUR:FUNC CURR"
+    current_autorange: str = ":SOUR:CURR:RANG:AUTO 1"
+    current: str = ":SOUR:CURR:LEV {:.6g}"  # A, +-MAX_CURRENT_A
+    sense_function: str = ':SENS:FUNC "VOLT"'
+    nplc: str = ":SENS:VOLT:NPLC 1"  # power-line cycles per reading
+    output: str = ":OUTP {}"  # ON | OFF
+    output_query: str = ":OUTP?"
+    clear_status: str = "*CLS"
+    error_query: str = ":SYST:ERR?"
+    idn: str = "*IDN?"
+    operation_complete: str = "*OPC?"
+    reset: str = "*RST"
+
+
+COMMAND_SETS: dict[str, CommandSet] = {
+    "2450": CommandSet(
+        name="2450", model="2450",
+        compliance=":SOUR:CURR:VLIM {:.6g}", compliance_query=":SOUR:CURR:VLIM?",
+        off_state=":OUTP:CURR:SMOD HIMP",
+        read=':READ? "defbuffer1", READ, SOUR, SOURSTAT'),
+    "2400": CommandSet(
+        name="2400", model="2400",
+        compliance=":SENS:VOLT:PROT {:.6g}", compliance_query=":SENS:VOLT:PROT?",
+        off_state=":OUTP:SMOD HIMP",
+        read=":READ?"),
+}
+
+
+# ----------------------------------------------------------------- pure parsing (fuzzable)
+
+class Reading(NamedTuple):
+    """One reading: potential V, current A, and whether the source was limited (compliance)."""
+
+    potential_V: float
+    current_A: float
+    compliance: bool
+
+
+def parse_number(text: str) -> float:
+    """An SCPI number (NR1/NR2/NR3): ``parse_number("+1.130000E-03") -> 0.00113``."""
+    t = text.strip()
+    if not _NUMBER.fullmatch(t):
+        raise InstrumentProtocolError(f"not a number: {text!r}")
+    value = float(t)
+    if not math.isfinite(value):
+        raise InstrumentProtocolError(f"number out of range: {text!r}")
+    return value
+
+
+def _value(text: str, what: str) -> float:
+    value = parse_number(text)
+    if abs(value) >= OVERFLOW:
+        raise InstrumentProtocolError(f"the instrument reported no {what} (overflow {text!r})")
+    return value
+
+
+def _status(text: str) -> int:
+    value = parse_number(text)
+    if value < 0 or value >= 2**32 or value != int(value):
+        raise InstrumentProtocolError(f"bad status {text!r}")
+    return int(value)
+
+
+def parse_reading(reply: str, command_set: str) -> Reading:
+    """A ``:READ?`` reply of either command set.
+
+    2450, ``READ, SOUR[, SOURSTAT]``: ``"2.1E-02,1.13E-03,1.28E+02"`` -> V, I, limited = bit 5;
+    2400, ``V,I,R,t,status`` (compliance = status bit 3) or ``V,I`` after ``:FORM:ELEM VOLT,CURR``.
+    """
+    if command_set not in COMMAND_SETS:
+        raise ValueError(f"command_set must be one of {sorted(COMMAND_SETS)}, not {command_set!r}")
+    fields = reply.strip().split(",")
+    n = len(fields)
+    if command_set == "2450":
+        if n not in (2, 3):
+            raise InstrumentProtocolError(f"2450 reading needs V,I[,status], got {reply!r}")
+        limited = n == 3 and bool(_status(fields[2]) & STAT_2450_LIMIT)
+    else:
+        if n not in (2, 5):
+            raise InstrumentProtocolError(f"2400 reading needs V,I or V,I,R,t,status, got {reply!r}")
+        if n == 5:
+            parse_number(fields[2])  # resistance (9.91E37 when not measured) and time:
+            parse_number(fields[3])  # checked for shape only
+        limited = n == 5 and bool(_status(fields[4]) & STAT_2400_COMPLIANCE)
+    return Reading(_value(fields[0], "potential"), _value(fields[1], "current"), limited)
+
+
+def parse_read(reply: str, command_set: str) -> tuple[float, float]:
+    """``parse_read("+2.1E-02,+1.13E-03,+9.91E+37,+1.2E+01,+0", "2400") -> (0.021, 0.00113)``"""
+    v, i, _ = parse_reading(reply, command_set)
+    return v, i
+
+
+def parse_error(reply: str) -> tuple[int, str]:
+    """``parse_error('-113,"Undefined header"') -> (-113, 'Undefined header')``"""
+    m = _ERROR.fullmatch(reply.strip())
+    if not m:
+        raise InstrumentProtocolError(f"not an error queue entry: {reply!r}")
+    return int(m.group(1)), m.group(2)
+
+
+def parse_bool(reply: str) -> bool:
+    """``:OUTP?`` -> ``"1"``/``"0"`` (also ON/OFF)."""
+    t = reply.strip().upper()
+    if t in ("1", "ON"):
+        return True
+    if t in ("0", "OFF"):
+        return False
+    raise InstrumentProtocolError(f"not a boolean: {reply!r}")
+
+
+def compliance_for(e_min_V: float, e_max_V: float) -> float:
+    """The symmetric voltage limit that covers a window: ``compliance_for(-0.5, 1.0) -> 1.0``."""
+    if not (math.isfinite(e_min_V) and math.isfinite(e_max_V)) or e_min_V >= e_max_V:
+        raise ValueError(f"bad potential window [{e_min_V!r}, {e_max_V!r}] V")
+    return max(abs(e_min_V), abs(e_max_V))
+
+
+# ----------------------------------------------------------------- the driver
+
+@dataclass
+class _Step:
+    t_start: float
+    duration_s: float
+    e_min_V: float | None
+    e_max_V: float | None
+    ended: bool = False
+
+
+class Keithley2450:
+    """One Keithley 2450 (or a 2400, ``command_set="2400"``) as a galvanostat channel."""
+
+    ranges = Ranges(max_current_A=MAX_CURRENT_A, max_potential_V=MAX_POTENTIAL_V)
+    streaming = False  # one reading per read_samples call: read once per recording interval
+
+    def __init__(
+        self, resource: str, *, command_set: str = "2450", timeout_s: float = 2.0,
+        retries: int = 2, resource_manager: pyvisa.ResourceManager | None = None,
+        now: Callable[[], float] = time.monotonic, backoff_s: float = 0.05,
+    ) -> None:
+        if command_set not in COMMAND_SETS:
+            raise ValueError(f"command_set must be one of {sorted(COMMAND_SETS)}, "
+                             f"not {command_set!r}")
+        if timeout_s <= 0 or retries < 0 or backoff_s < 0:
+            raise ValueError("timeout_s must be > 0, retries and backoff_s >= 0")
+        self.resource_name = resource
+        self.command_set = command_set
+        self.scpi = COMMAND_SETS[command_set]
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self._now = now
+        # pyvisa shares one ResourceManager per library, so the driver never closes it (that
+        # would close every other driver's connection too): close() closes our resource only.
+        self._rm = resource_manager
+        self._res: Any = None
+        self._configured = False  # function, off-state, sense set since connect/reset
+        self._compliance_V: float | None = None  # armed and read back
+        self._step: _Step | None = None
+        self._open()
+
+    # --- connection
+    def _open(self) -> None:
+        try:
+            if self._rm is None:
+                self._rm = pyvisa.ResourceManager("@py")
+            self._res = self._rm.open_resource(
+                self.resource_name, read_termination="\n", write_termination="\n",
+                timeout=round(self.timeout_s * 1000))
+        except Exception as exc:  # noqa: BLE001 - pyvisa-py raises a bare Exception on connect
+            raise InstrumentGone(f"cannot open {self.resource_name}: {exc}") from None
+        sock = self._socket()
+        if sock is not None:  # pyvisa-py's connect reports success on a refused port
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self._disconnect()
+                raise InstrumentGone(f"cannot open {self.resource_name}: "
+                                     f"{errno.errorcode.get(err, err)}")
+            try:  # commands are small lines: do not let Nagle hold one back for an ACK
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        """Output off (best effort), then the connection. Idempotent."""
+        if self._res is None:
+            return
+        self._off_quietly()
+        self._disconnect()
+
+    def _disconnect(self) -> None:
+        with contextlib.suppress(visa_errors.Error, OSError, AttributeError):
+            self._res.close()  # already gone is fine here
+        self._res = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- the instrument
+    def identify(self) -> str:
+        """``*IDN?``; refuses an instrument that is not the expected model."""
+        idn = self._query(self.scpi.idn)
+        fields = idn.split(",")
+        if len(fields) < 2 or self.scpi.model not in fields[1]:
+            raise InstrumentProtocolError(
+                f"{self.resource_name} is not a {self.scpi.model}: *IDN? gave {idn!r}")
+        return idn
+
+    def reset(self) -> None:
+        """``*RST``: output off, every setting to its default (compliance disarmed)."""
+        self._write(self.scpi.reset)
+        self._configured = False
+        self._compliance_V = None
+        self._step = None
+
+    def wait(self) -> None:
+        """``*OPC?``: return once the instrument has executed everything sent before."""
+        self._query(self.scpi.operation_complete, parse_bool)
+
+    def errors(self) -> list[tuple[int, str]]:
+        """Drain the error queue (``:SYST:ERR?`` until 0): ``[(-113, 'Undefined header')]``."""
+        found: list[tuple[int, str]] = []
+        for _ in range(MAX_ERRORS):
+            code, message = self._query(self.scpi.error_query, parse_error)
+            if code == 0:
+                break
+            found.append((code, message))
+        return found
+
+    def configure(self) -> None:
+        """Once per connection: clear status, source current, HIMP off-state, sense voltage."""
+        s = self.scpi
+        for line in (s.clear_status, s.source_function, s.off_state, s.sense_function, s.nplc):
+            self._write(line)
+        self._configured = True
+
+    def arm_compliance(self, v_limit_V: float) -> None:
+        """Set the voltage limit and read it back; refuse if the instrument did not take it."""
+        if not (math.isfinite(v_limit_V) and v_limit_V > 0):
+            raise ValueError(f"compliance must be a positive voltage, not {v_limit_V!r}")
+        self._compliance_V = None
+        self._write(self.scpi.compliance.format(v_limit_V))
+        armed = self._query(self.scpi.compliance_query, parse_number)
+        if not math.isclose(armed, v_limit_V, rel_tol=1e-5, abs_tol=1e-9):
+            errs = self._errors_quietly()
+            raise InstrumentProtocolError(
+                f"the {self.scpi.model} did not accept a {v_limit_V:g} V compliance (it reads "
+                f"{armed:g} V{'; errors: ' + _fmt_errors(errs) if errs else ''})")
+        self._compliance_V = armed
+
+    def source_current(self, current_A: float) -> None:
+        """Source ``current_A`` (positive: anodic at the WE), autoranged. Output unchanged."""
+        if not (math.isfinite(current_A) and abs(current_A) <= MAX_CURRENT_A):
+            raise ValueError(f"current {current_A!r} A is outside +-{MAX_CURRENT_A} A")
+        s = self.scpi
+        for line in (s.source_function, s.current_autorange, s.current.format(current_A)):
+            self._write(line)
+
+    def measure(self) -> tuple[float, float]:
+        """One reading: (potential V, current A)."""
+        v, i, _ = self.read()
+        return v, i
+
+    def read(self) -> Reading:
+        """One reading with its compliance flag."""
+        return self._query(self.scpi.read, lambda r: parse_reading(r, self.command_set))
+
+    def output(self, on: bool) -> None:
+        """``:OUTP ON|OFF``; on only after compliance was armed and read back."""
+        if on and self._compliance_V is None:
+            raise InstrumentProtocolError("refusing output on: compliance not armed")
+        self._write(self.scpi.output.format("ON" if on else "OFF"))
+
+    def output_is_on(self) -> bool:
+        return self._query(self.scpi.output_query, parse_bool)
+
+    def output_off(self) -> None:
+        """The safety path: ``:OUTP OFF``, confirmed by ``:OUTP?`` (sent again if it still reads
+        on). Works in any state; raises a typed error if the output could not be seen off."""
+        if self._step is not None:
+            self._step.ended = True
+        for _ in range(2):
+            self._write(self.scpi.output.format("OFF"))
+            if not self.output_is_on():
+                return
+        raise InstrumentProtocolError(
+            f"{self.resource_name}: the output still reads on after :OUTP OFF, twice")
+
+    # --- the Potentiostat role (streaming)
+    def start_current(
+        self, current_A: float, interval_s: float, duration_s: float,
+        e_min_V: float, e_max_V: float,
+    ) -> None:
+        """Galvanostatic step: arm compliance to the window, source, check errors, output on."""
+        limit = compliance_for(e_min_V, e_max_V)
+        self._begin(current_A, limit, duration_s, e_min_V, e_max_V)
+
+    def start_open_circuit(self, interval_s: float, duration_s: float) -> None:
+        """Rest: 0 A sourced, output on, compliance the last window's (or 21 V)."""
+        limit = self._compliance_V or MAX_POTENTIAL_V
+        self._begin(0.0, limit, duration_s, None, None)
+
+    def start_potential(
+        self, potential_V: float, interval_s: float, duration_s: float, i_max_A: float,
+    ) -> None:
+        raise InstrumentProtocolError("this driver runs the 2450 as a galvanostat only: "
+                                      "no potentiostatic steps")
+
+    def _begin(
+        self, current_A: float, limit_V: float, duration_s: float,
+        e_min_V: float | None, e_max_V: float | None,
+    ) -> None:
+        if not duration_s > 0:
+            raise ValueError(f"duration must be > 0 s, not {duration_s!r}")
+        if not (math.isfinite(current_A) and abs(current_A) <= MAX_CURRENT_A):
+            raise ValueError(f"current {current_A!r} A is outside +-{MAX_CURRENT_A} A")
+        self._step = None
+        try:
+            if not self._configured:
+                self.configure()
+            self.arm_compliance(limit_V)
+            self.source_current(current_A)
+            errs = self.errors()
+            if errs:
+                raise InstrumentProtocolError(
+                    f"the {self.scpi.model} refused the step setup: {_fmt_errors(errs)}")
+        except InstrumentError:
+            self._off_quietly()  # a refused step leaves the output off, never half set up
+            raise
+        self.output(True)
+        self._step = _Step(self._now(), duration_s, e_min_V, e_max_V)
+
+    def read_samples(self, until_s: float) -> tuple[list[Sample], bool]:
+        """ONE reading now (``until_s`` is not waited for); ended once t >= duration or on a trip.
+
+        A sample outside the window or in compliance switches the output off and ends the step;
+        at the planned end the source goes to 0 A (output stays on, see the module notes).
+        """
+        step = self._step
+        if step is None or step.ended:
+            return [], True
+        t0 = self._now()
+        v, i, limited = self.read()
+        t_s = (t0 + self._now()) / 2 - step.t_start
+        sample = Sample(t_s, v, i, overload=limited)
+        outside = (step.e_min_V is not None and v < step.e_min_V) or (
+            step.e_max_V is not None and v > step.e_max_V)
+        if limited or outside:
+            self.output_off()
+            return [sample], True
+        if t_s >= step.duration_s - END_EPS_S:
+            self._rest()
+            return [sample], True
+        return [sample], False
+
+    def abort(self) -> None:
+        """End the running step: source 0 A (output stays on, compliance armed)."""
+        self._rest()
+
+    def _rest(self) -> None:
+        if self._step is not None:
+            self._step.ended = True
+        self._write(self.scpi.current.format(0.0))
+
+    def eis(
+        self, frequencies_Hz: Sequence[float], amplitude_V: float, dc_V: float | None = None
+    ) -> list[tuple[float, complex]]:
+        raise InstrumentProtocolError("the 2450 has no impedance")
+
+    # --- transport: every byte goes through these
+    def _write(self, line: str) -> None:
+        res = self._resource()
+        try:
+            res.write(line)
+        except visa_errors.VisaIOError as exc:
+            raise self._typed(exc, line) from None
+        except (OSError, visa_errors.InvalidSession) as exc:
+            raise InstrumentGone(f"{self.resource_name}: {line!r}: {exc}") from None
+
+    def _read_line(self, command: str) -> str:
+        res = self._resource()
+        try:
+            raw = res.read_raw()
+        except visa_errors.VisaIOError as exc:
+            raise self._typed(exc, command) from None
+        except (OSError, visa_errors.InvalidSession) as exc:
+            raise InstrumentGone(f"{self.resource_name}: {command!r}: {exc}") from None
+        return raw.decode("ascii", errors="replace").strip("\r\n")
+
+    def _query(self, command: str, parse: Callable[[str], Any] = str) -> Any:
+        """Write, read one line, parse; timeouts and garbled replies retried with backoff."""
+        last: InstrumentError | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self._backoff(attempt - 1)
+                self._drain()
+            try:
+                self._write(command)
+                return parse(self._read_line(command))
+            except (InstrumentTimeout, InstrumentProtocolError) as exc:
+                last = exc
+                if isinstance(exc, InstrumentTimeout) and self._peer_closed():
+                    raise InstrumentGone(
+                        f"{self.resource_name} closed the connection ({command!r})") from None
+        assert last is not None
+        raise type(last)(f"{last} (after {self.retries + 1} tries)")
+
+    def _resource(self) -> Any:
+        if self._res is None:
+            raise InstrumentGone(f"{self.resource_name} is closed")
+        return self._res
+
+    def _typed(self, exc: visa_errors.VisaIOError, command: str) -> InstrumentError:
+        if exc.error_code == visa_constants.StatusCode.error_timeout:
+            return InstrumentTimeout(f"{self.resource_name}: no reply to {command!r} "
+                                     f"within {self.timeout_s:g} s")
+        return InstrumentGone(f"{self.resource_name}: {command!r}: {exc.description}")
+
+    def _backoff(self, attempt: int) -> None:
+        time.sleep(min(self.backoff_s * 2**attempt, MAX_BACKOFF_S))
+
+    def _off_quietly(self) -> None:
+        try:
+            self.output_off()
+        except InstrumentError:
+            pass
+
+    def _errors_quietly(self) -> list[tuple[int, str]]:
+        try:
+            return self.errors()
+        except InstrumentError:
+            return []
+
+    # pyvisa-py reads an orderly close as a timeout; its socket tells the truth.
+    def _socket(self) -> socket.socket | None:
+        try:
+            sess = self._res.visalib.sessions[self._res.session]
+            sock = getattr(sess, "interface", None)
+        except Exception:  # noqa: BLE001 - another backend, or no socket: nothing to look at
+            return None
+        return sock if isinstance(sock, socket.socket) else None
+
+    def _peer_closed(self) -> bool:
+        sock = self._socket()
+        if sock is None:
+            return False
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def _drain(self) -> None:
+        """Discard late replies before a retry (InstrumentGone if the peer closed)."""
+        with contextlib.suppress(visa_errors.Error, NotImplementedError, OSError):
+            self._res.flush(visa_constants.BufferOperation.discard_read_buffer_no_io)
+        sock = self._socket()
+        if sock is None:
+            return
+        try:
+            while select.select([sock], [], [], 0)[0]:
+                if not sock.recv(4096):
+                    raise InstrumentGone(f"{self.resource_name} closed the connection")
+        except OSError as exc:
+            raise InstrumentGone(f"{self.resource_name}: {exc}") from None
+
+
+def _fmt_errors(errs: list[tuple[int, str]]) -> str:
+    return "; ".join(f"{code} {message}" for code, message in errs)

@@ -1,0 +1,173 @@
+"""Steering a run from another process (pause, resume, abort through the store's commands
+table) and surviving a crash (SIGKILL, then `rig resume`)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rig.analysis.cycles import per_cycle
+from rig.store import get_channels, get_events, get_steps, open_reader
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PROTOCOL = """
+kind = "plating_stripping"
+name = "control test"
+current_density = "1 mA/cm^2"
+areal_capacity = "{q}"
+cycles = {cycles}
+record_interval = "10 s"
+
+[[cells]]
+channel = 0
+cell_id = "G1"
+type = "symmetric"
+area = "1.13 cm^2"
+electrolyte = "1 M NaPF6 in diglyme"
+
+[[cells]]
+channel = 1
+cell_id = "G2"
+type = "symmetric"
+area = "1.13 cm^2"
+electrolyte = "1 M NaPF6 in diglyme"
+"""
+
+
+def rig_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "rig.cli", *args]
+
+
+def start_run(tmp_path: Path, cycles: int, q: str = "1 mAh/cm^2") -> tuple[subprocess.Popen, Path]:
+    protocol = tmp_path / "p.toml"
+    protocol.write_text(PROTOCOL.format(cycles=cycles, q=q))
+    db = tmp_path / "store.db"
+    proc = subprocess.Popen(rig_cmd("run", str(protocol), "--db", str(db)), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, db
+
+
+def wait_for(predicate, timeout: float = 20.0, every: float = 0.05):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("condition not reached in time")
+
+
+def query(db: Path, sql: str, *params):
+    if not db.exists():
+        return None
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError:
+        return None
+    finally:
+        conn.close()
+
+
+def channel_status(db: Path, channel: int) -> str | None:
+    rows = query(db, "SELECT status FROM channels WHERE channel = ?", channel)
+    return rows[0][0] if rows else None
+
+
+def test_pause_resume_abort_from_another_process(tmp_path):
+    proc, db = start_run(tmp_path, cycles=5000)
+    try:
+        wait_for(lambda: (query(db, "SELECT count(*) FROM samples") or [[0]])[0][0] > 100)
+        run_id = query(db, "SELECT id FROM runs")[0][0]
+        env = {**os.environ}
+        out = subprocess.run(rig_cmd("pause", run_id, "--channel", "0", "--db", str(db)),
+                             cwd=ROOT, capture_output=True, text=True, env=env, timeout=30)
+        assert out.returncode == 0, out.stderr
+        wait_for(lambda: channel_status(db, 0) == "paused", timeout=10)
+        assert channel_status(db, 1) == "running"  # the other channel carries on
+        # paused: held at open circuit, and data keeps flowing
+        wait_for(lambda: (query(db, "SELECT count(*) FROM samples WHERE channel = 0 AND i = 0 "
+                                    "AND q = 0") or [[0]])[0][0] > 5, timeout=10)
+        out = subprocess.run(rig_cmd("resume", run_id, "--channel", "0", "--db", str(db)),
+                             cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        wait_for(lambda: channel_status(db, 0) == "running", timeout=10)
+        out = subprocess.run(rig_cmd("abort", run_id, "--db", str(db)), cwd=ROOT,
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1  # ended early: aborted
+    with open_reader(db) as conn:
+        key = conn.execute("SELECT key FROM runs").fetchone()[0]
+        assert {c["end_reason"] for c in get_channels(conn, key)} == {"aborted"}
+        kinds = [(e["kind"], e["message"]) for e in get_events(conn, key)]
+    commands = [m for k, m in kinds if k == "command"]
+    assert len(commands) == 3
+    assert commands[0].startswith("pause (channel 0)") and commands[2].startswith("abort (run)")
+    assert any(k == "paused" for k, _ in kinds) and any(k == "resumed" for k, _ in kinds)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_run_killed_at_a_random_moment_resumes_and_completes(tmp_path, seed):
+    cycles = 30
+    proc, db = start_run(tmp_path, cycles=cycles, q="0.5 mAh/cm^2")
+    rng = random.Random(seed)
+    threshold = rng.randint(200, 4000)  # samples committed before the kill
+    try:
+        wait_for(lambda: (query(db, "SELECT count(*) FROM samples") or [[0]])[0][0] > threshold,
+                 timeout=60, every=0.01)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    before = query(db, "SELECT channel, t, e, i, q FROM samples ORDER BY channel, t")
+    assert before, "nothing was committed before the kill"
+    run_id = query(db, "SELECT id FROM runs")[0][0]
+
+    out = subprocess.run(rig_cmd("resume", run_id, "--db", str(db)), cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+    after = set(query(db, "SELECT channel, t, e, i, q FROM samples"))
+    assert set(before) <= after  # nothing committed before the kill is lost
+    assert query(db, "PRAGMA integrity_check") == [("ok",)]
+    planned_mAh = 0.5 * 1.13
+    with open_reader(db) as conn:
+        key = conn.execute("SELECT key FROM runs").fetchone()[0]
+        assert conn.execute("SELECT status FROM runs").fetchone()[0] == "completed"
+        for ch in (0, 1):
+            cycles_done = per_cycle(get_steps(conn, key, ch))
+            assert [c["cycle"] for c in cycles_done] == list(range(1, cycles + 1))
+            for c in cycles_done:  # an interrupted half-cycle still passed what it owed
+                assert c["plated_C"] / 3.6 == pytest.approx(planned_mAh, rel=0.01)
+                assert c["stripped_C"] / 3.6 == pytest.approx(planned_mAh, rel=0.01)
+        assert any(e["kind"] == "resumed_after_crash" for e in get_events(conn, key))
+
+
+def test_resume_of_a_live_run_is_refused_for_takeover_and_sent_as_unpause(tmp_path):
+    proc, db = start_run(tmp_path, cycles=5000)
+    try:
+        wait_for(lambda: (query(db, "SELECT count(*) FROM samples") or [[0]])[0][0] > 10)
+        run_id = query(db, "SELECT id FROM runs")[0][0]
+        out = subprocess.run(rig_cmd("resume", run_id, "--db", str(db)), cwd=ROOT,
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0 and "resume sent" in out.stdout  # a live run: un-pause only
+        subprocess.run(rig_cmd("abort", run_id, "--db", str(db)), cwd=ROOT, timeout=30)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = subprocess.run(rig_cmd("resume", run_id, "--db", str(db)), cwd=ROOT,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "not running" in out.stderr
