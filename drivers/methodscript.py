@@ -57,6 +57,11 @@ def decode_value(hex7: str, prefix: str) -> float:
     return (int(hex7, 16) - OFFSET) * PREFIXES[prefix]
 
 
+_ENCODE_ORDER = ("a", "f", "p", "n", "u", "m", " ", "k", "M", "G", "T")
+# the largest |value| each prefix can carry, finest first (to pick a prefix without trying all)
+_ENCODE_LIMITS = tuple((p, (MAX_MANTISSA + 0.5) * PREFIXES[p]) for p in _ENCODE_ORDER)
+
+
 def encode_value(value: float, prefix: str | None = None) -> str:
     """The 8 characters (7 hex + prefix) that carry ``value``, with the finest prefix that fits.
 
@@ -64,12 +69,18 @@ def encode_value(value: float, prefix: str | None = None) -> str:
     """
     if not math.isfinite(value):
         raise ValueError(f"cannot encode {value!r}")
-    choices = [prefix] if prefix else ["a", "f", "p", "n", "u", "m", " ", "k", "M", "G", "T"]
-    for p in choices:
-        mantissa = round(value / PREFIXES[p])
-        if abs(mantissa) <= MAX_MANTISSA:
-            return f"{mantissa + OFFSET:07X}{p}"
-    raise ValueError(f"{value!r} does not fit a MethodSCRIPT variable")
+    if prefix is None:
+        magnitude = abs(value)
+        for p, limit in _ENCODE_LIMITS:
+            if magnitude < limit:
+                prefix = p
+                break
+        else:
+            raise ValueError(f"{value!r} does not fit a MethodSCRIPT variable")
+    mantissa = round(value / PREFIXES[prefix])
+    if abs(mantissa) > MAX_MANTISSA:
+        raise ValueError(f"{value!r} does not fit a MethodSCRIPT variable with prefix {prefix!r}")
+    return f"{mantissa + OFFSET:07X}{prefix}"
 
 
 def parse_metadata(meta: str) -> tuple[int, int | None]:
