@@ -190,6 +190,11 @@ class ChannelRunner:
         })
         ctx.writer.checkpoint(ctx.run_key, self.channel, t_end,
                               self.checkpoint_state(step_done=True))
+        ctx.writer.event(ctx.run_key, self.channel, t_end, "info", "step_end",
+                         f"step {self.state.step_no} {step.label or step.kind} (cycle "
+                         f"{self.state.cycle}) ended on {result.end_reason}: "
+                         f"{result.charge_C / 3.6:+.4f} mAh, mean |E| "
+                         f"{result.e_mean_abs_V * 1e3:.1f} mV")
         self._report_half_cycle(step, result)
         return result
 

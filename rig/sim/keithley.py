@@ -65,6 +65,7 @@ import socket
 import socketserver
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
@@ -113,6 +114,9 @@ _ELEMENT_NAMES_2400 = {"VOLT": "VOLT", "VOLTAGE": "VOLT", "CURR": "CURR", "CURRE
                        "STATUS": "STAT"}
 _OFF_STATES = {"HIMP": "HIMP", "HIMPEDANCE": "HIMP", "NORM": "NORM", "NORMAL": "NORM",
                "ZERO": "ZERO", "GUAR": "GUAR", "GUARD": "GUAR"}
+
+
+Handler = Callable[[list[str]], "str | None"]
 
 
 class Cell(Protocol):
@@ -476,8 +480,8 @@ class SimulatedKeithley2450:
             raise ScpiError(UNDEFINED_HEADER)
         return handler(args)
 
-    def _handlers(self) -> dict[str, object]:
-        common = {
+    def _handlers(self) -> dict[str, Handler]:
+        common: dict[str, Handler] = {
             "*IDN?": lambda a: IDN[self.command_set].format(serial=self.serial_number),
             "*RST": self._rst,
             "*CLS": lambda a: self._errors.clear(),
