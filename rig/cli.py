@@ -74,8 +74,15 @@ def _parser() -> argparse.ArgumentParser:
     res.add_argument("--clock", default=None, help="virtual | real | xN (default: as the run)")
     res.set_defaults(func=cmd_resume)
 
+    mon = sub.add_parser("monitor", help="watch a run (live or finished) and pause/resume/abort it")
+    mon.add_argument("--db", help="store file (default: the user data dir, or $NARIG_DB)")
+    mon.add_argument("--run", default="latest", help="run id, a unique prefix, or 'latest'")
+    mon.set_defaults(func=cmd_monitor)
+
     validate = sub.add_parser("validate", help="check a protocol file and print its plan")
-    validate.add_argument("protocol")
+    validate.add_argument("protocol", nargs="?")
+    validate.add_argument("--schema", action="store_true",
+                          help="print the JSON Schema of protocol files (for editors)")
     validate.set_defaults(func=cmd_validate)
     return p
 
@@ -310,10 +317,32 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+# ---- rig monitor -----------------------------------------------------------------------------
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from rig.store import StoreError
+
+    db = _db_path(args.db)
+    if not db.exists():
+        raise UsageError(f"{db} does not exist: no runs recorded there")
+    try:
+        from rig.tui import MonitorApp
+
+        app = MonitorApp(db, args.run)
+    except StoreError as exc:
+        raise UsageError(str(exc)) from None
+    app.run()
+    return EXIT_OK
+
+
 # ---- rig validate -----------------------------------------------------------------------------
 def cmd_validate(args: argparse.Namespace) -> int:
-    from protocols import summarize
+    from protocols import json_schema, summarize
 
+    if args.schema:
+        print(json.dumps(json_schema(), indent=1))
+        return EXIT_OK
+    if not args.protocol:
+        raise UsageError("validate: give a protocol file, or --schema")
     loaded = _load(args.protocol)
     print(summarize(loaded.plan))
     return EXIT_OK

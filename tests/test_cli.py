@@ -91,3 +91,11 @@ def test_validate_prints_the_plan_and_its_totals(tmp_path):
     out = rig("validate", "protocols/plating_stripping.toml", db=tmp_path / "s.db")
     assert out.returncode == 0, out.stderr
     assert "400 h" in out.stdout and "NaNa-C2" in out.stdout
+
+
+def test_validate_schema_is_json_schema_for_editors(tmp_path):
+    out = rig("validate", "--schema", db=tmp_path / "s.db")
+    assert out.returncode == 0
+    schema = json.loads(out.stdout)
+    assert schema["$schema"].startswith("https://json-schema.org/")
+    assert "plating_stripping" in out.stdout
