@@ -6,8 +6,9 @@ a driver is usable alone in a notebook. Every value crossing this boundary is an
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 
 class InstrumentError(Exception):

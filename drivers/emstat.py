@@ -3,12 +3,12 @@
 The dialect is docs/methodscript.md, to the byte. A plain synchronous class in SI units, usable
 alone in a notebook::
 
-    >>> es = EmStat4("/dev/ttyACM0")                                        # doctest: +SKIP
-    >>> es.identify()                                                       # doctest: +SKIP
-    'es4_lr#Jan 10 2025 11:24:06 R1.6.2'
-    >>> es.start_current(1e-3, interval_s=1, duration_s=3600, e_min_V=-0.5, e_max_V=0.5)
-    >>> samples, ended = es.read_samples(until_s=60)   # the first minute   # doctest: +SKIP
-    >>> es.close()                                     # output off, port closed
+    es = EmStat4("/dev/ttyACM0")
+    es.identify()                                # 'es4_lr#Jan 10 2025 11:24:06 R1.6.2'
+    es.start_current(1e-3, interval_s=1, duration_s=3600, e_min_V=-0.5, e_max_V=0.5)
+    samples, ended = es.read_samples(until_s=60)   # the first minute (waits for it)
+    es.eis([1e5, 1e4, 1e3, 100, 10], amplitude_V=0.01)   # [(f_Hz, Z)], at open circuit
+    es.close()                                   # output off, port closed
 
 Streaming: a script sends its packages on the instrument's schedule (package k at k x interval,
 the last at the duration). ``read_samples(until_s)`` returns the packages due by ``until_s``,
@@ -79,6 +79,7 @@ EMSTAT4_LR_RANGES = Ranges(max_current_A=0.03, max_potential_V=3.0)   # +-30 mA,
 TIME_TOLERANCE_S = 0.5e-6
 BACKOFF_S = 0.05          # first retry pause, doubled per retry ...
 MAX_BACKOFF_S = 0.5       # ... up to this
+ABORT_DRAIN_TIMEOUTS = 5  # abort() reads past the stream's backlog for at most 5 x timeout_s
 OCP_PROBE = (0.25, 1.0)   # (interval_s, duration_s) of the OCP read eis() uses when dc_V is None
 
 
@@ -507,12 +508,13 @@ class EmStat4:
         """``Z``: stop the running script ('Z', then its '*' and empty line), or nothing was
         running ('Z!0006'); both are fine."""
         self._send(b"Z\n")
+        deadline = time.monotonic() + ABORT_DRAIN_TIMEOUTS * self.timeout_s
         line = self._reply_line()
         while not line.startswith("Z"):   # what the aborted script sent before: dropped
-            line = self._reply_line()
+            line = self._reply_line(deadline)
         self._run = None
         if line == "Z":
-            while self._reply_line() != "":   # the loop's '*', then the script's empty line
+            while self._reply_line(deadline) != "":   # the loop's '*', the script's empty line
                 pass
             return
         code = error_code(line)
@@ -601,6 +603,8 @@ class EmStat4:
             return [], True
         if run.kind != kind:
             raise RuntimeError(f"the running script sends {run.kind} packages, not {kind}")
+        if math.isnan(until_s):
+            raise ValueError("until_s is NaN")
         due = run.due(until_s + TIME_TOLERANCE_S)       # wait for these (silence -> timeout)
         end_due = until_s + TIME_TOLERANCE_S >= run.end_s  # and for the script's end
         out: list[T] = []
@@ -669,8 +673,11 @@ class EmStat4:
                 time.sleep(_backoff(attempt + 1))
         raise AssertionError("unreachable")
 
-    def _reply_line(self) -> str:
-        """The next line, waiting for it (silence for timeout_s -> InstrumentTimeout)."""
+    def _reply_line(self, deadline: float = math.inf) -> str:
+        """The next line, waiting for it (silence for timeout_s -> InstrumentTimeout; so does
+        a device that keeps talking past the monotonic deadline without saying it)."""
+        if time.monotonic() > deadline:
+            raise InstrumentTimeout(f"{self!r}: no reply in {self.timeout_s} s of other output")
         while self._next >= len(self._lines):
             self._read_blocking()
         line = self._lines[self._next]

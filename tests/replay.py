@@ -76,7 +76,7 @@ class ReplayDevice:
             if not self.problems:
                 self.problems.append(self._stalled())
         else:
-            extra = self._read_available(0.05)
+            extra = self._read_available(0.02)
             if extra:
                 self.problems.append(f"host sent bytes after the transcript ended: {extra!r}")
         if self.problems:

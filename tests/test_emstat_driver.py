@@ -251,8 +251,7 @@ def test_eis_streams_points_on_the_sweep_schedule(replay: Make) -> None:
     assert [f for _, f, _ in first] == [1e4, 1e3, 100] and not ended
     rest, ended = es.read_eis(math.inf)
     assert ended and [t for t, _, _ in rest] == [4, 7]
-    t, f, z = rest[-1]
-    assert z == pytest.approx(complex(60, -25), rel=1e-6)
+    assert rest[-1][1:] == (1.0, pytest.approx(complex(60, -25), rel=1e-6))
 
 
 def test_eis_convenience_measures_at_open_circuit_first(replay: Make) -> None:
@@ -433,15 +432,12 @@ def test_close_switches_the_output_off_then_the_port_is_gone(replay: Make) -> No
         es.identify()
 
 
-def test_from_serial_wraps_an_open_port(replay: Make) -> None:
+def test_from_serial_wraps_an_open_port() -> None:
     import serial
 
-    device = ReplayDevice([(b"i\n", b"iES4-7\n")])
-    try:
-        es = EmStat4.from_serial(serial.serial_for_url(device.port, baudrate=921600),
-                                 timeout_s=0.5)
-        assert es.serial_number() == "ES4-7"
+    with ReplayDevice([(b"i\n", b"iES4-7\n"), (OUTPUT_OFF, b"e\n\n")]) as device:
+        port = serial.serial_for_url(device.port, baudrate=921600)
+        with EmStat4.from_serial(port, timeout_s=0.5) as es:
+            assert es.serial_number() == "ES4-7"
+        assert not port.is_open  # leaving the block switched the output off and closed it
         device.check()
-    finally:
-        device.close()
-        es.close()

@@ -119,7 +119,7 @@ def test_safety_trip_switches_the_output_off_before_it_is_logged(tmp_path):
     def hook(station):
         SpyWriter.sims = {0: station.simulators[0], 1: station.simulators[1]}
 
-    result, station = run_protocol(text, tmp_path / "r.db", SpyWriter, hook)
+    result, _ = run_protocol(text, tmp_path / "r.db", SpyWriter, hook)
     # a carbonate Na||Cu cell loses Na each cycle: stripping the full 1 mAh/cm^2 runs it out
     assert result.reasons[0] == "safety_window"
     assert result.reasons[1] == "completed"  # the other channel carried on

@@ -87,6 +87,7 @@ def test_format_si_writes_integers_with_a_prefix() -> None:
 
 
 # ---- properties --------------------------------------------------------------------------------
+@settings(deadline=None)
 @given(values)
 def test_encode_decode_round_trip_within_the_mantissa(value: float) -> None:
     text = encode_value(value)
@@ -94,6 +95,7 @@ def test_encode_decode_round_trip_within_the_mantissa(value: float) -> None:
     assert close_enough(decode_value(text[:7], text[7]), value)
 
 
+@settings(deadline=None)
 @given(st.lists(st.tuples(var_types, values), min_size=1, max_size=6),
        st.integers(min_value=0, max_value=15))
 def test_format_then_parse_package_round_trip(items: list[tuple[str, float]], status: int) -> None:
@@ -105,18 +107,21 @@ def test_format_then_parse_package_round_trip(items: list[tuple[str, float]], st
         assert var.status == status
 
 
+@settings(deadline=None)
 @given(st.integers(min_value=-10**9, max_value=10**9), st.sampled_from([0, 3, 6, 9, 12]))
 def test_si_numbers_round_trip_exactly(mantissa: int, exponent: int) -> None:
     value = mantissa * 10.0**-exponent
     assert parse_si(format_si(value)) == pytest.approx(value, rel=1e-9, abs=1e-15)
 
 
+@settings(deadline=None)
 @given(st.floats(min_value=-1e6, max_value=1e6, allow_nan=False))
 def test_format_si_keeps_nine_digits_or_the_picoscale(value: float) -> None:
     back = parse_si(format_si(value))
     assert abs(back - value) <= max(1e-9 * abs(value), 0.5e-12) * (1 + 1e-6)
 
 
+@settings(deadline=None)
 @given(st.floats(min_value=0, max_value=1e4), st.floats(min_value=-3, max_value=3),
        st.floats(min_value=-0.03, max_value=0.03), st.booleans())
 def test_fast_sample_parser_agrees_with_the_codec(t: float, e: float, i: float,
@@ -169,7 +174,7 @@ LINE_PARSERS = [parse_package, parse_package_variables, parse_sample, parse_eis_
                 parse_serial_number]
 
 
-@settings(max_examples=300)
+@settings(max_examples=150, deadline=None)
 @given(st.one_of(st.text(), near_packages))
 def test_text_parsers_raise_only_protocol_errors(text: str) -> None:
     for parse in LINE_PARSERS:
@@ -183,7 +188,7 @@ def test_text_parsers_raise_only_protocol_errors(text: str) -> None:
         pass
 
 
-@settings(max_examples=300)
+@settings(max_examples=150, deadline=None)
 @given(st.one_of(st.binary(), near_packages.map(str.encode)))
 def test_package_parser_on_bytes_raises_only_protocol_errors(data: bytes) -> None:
     for parse in (parse_package, parse_package_variables):
