@@ -4,9 +4,9 @@
 
 Rows are built before the clock starts, so the figure is what the writer thread sustains
 (queue -> executemany -> commit, index included), measured from the first ``samples()`` call
-to ``flush()`` returning, and per CPU-second of this process (both threads), which is what
-the writer can do when the machine is shared. Also prints the same load handed over 10 rows per call (closer to an
-engine's sample loop) and the time of a decimated read of the whole channel.
+to ``flush()`` returning; and per CPU-second of this process (both threads), the figure to
+trust when other processes share the cores. Also prints the same load handed over 10 rows per
+call (closer to an engine's sample loop) and the time of a decimated read of one channel.
 """
 
 from __future__ import annotations

@@ -126,6 +126,25 @@ class Safety:
 
 
 @dataclass(frozen=True)
+class FailureCriteria:
+    """Failures the engine detects from the science (domain.md); None switches one off.
+
+    Short (during constant-current steps only): a hard short when |E| falls below
+    ``short_below_V`` (the cell is ~ I x R_short); a soft short when |E| drops by more than
+    ``short_drop_fraction`` of its value within ``short_drop_window_s`` but stays above the
+    hard threshold. Divergence: a half-cycle whose mean |E| exceeds ``divergence_factor`` x the
+    mean over cycles 1..``divergence_reference_cycles`` (checked after those cycles).
+    """
+
+    short_below_V: float | None = None
+    short_drop_fraction: float | None = None
+    short_drop_window_s: float = 60.0
+    soft_short_ends: bool = True
+    divergence_factor: float | None = None
+    divergence_reference_cycles: int = 5
+
+
+@dataclass(frozen=True)
 class ChannelPlan:
     cell: CellSpec
     steps: tuple[Step, ...]
@@ -139,6 +158,11 @@ class Plan:
     channels: tuple[ChannelPlan, ...]
     total_cycles: int = 0
     parameters: dict = field(default_factory=dict)
+    failure: FailureCriteria = field(default_factory=FailureCriteria)
+    # what rig.analysis.outcomes computes for each channel when it ends (None: nothing)
+    outcome: str | None = None
+    # channel end reasons that are this protocol's planned result (a CCD run ends on a short)
+    expected_ends: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -169,7 +193,9 @@ def plan_from_dict(d: dict) -> Plan:
         for c in d["channels"]
     )
     return Plan(d["kind"], d["name"], Safety(**d["safety"]), channels,
-                d.get("total_cycles", 0), d.get("parameters", {}))
+                d.get("total_cycles", 0), d.get("parameters", {}),
+                FailureCriteria(**d.get("failure", {})), d.get("outcome"),
+                tuple(d.get("expected_ends", ())))
 
 
 def plan_from_json(text: str) -> Plan:

@@ -172,6 +172,7 @@ def test_stripping_na_from_cu_spikes_when_the_na_runs_out():
     assert all(0.0 < e < 0.1 for e in trace[: steps_with_na - 10])
     assert trace[-1] > 2.0
     assert cell.na_inventory_C == 0.0
+    assert 2.0 <= cell.open_circuit(60.0) <= 2.7
 
 
 def test_plating_on_cu_is_slightly_negative_and_ocv_follows_the_na():
@@ -179,7 +180,8 @@ def test_plating_on_cu_is_slightly_negative_and_ocv_follows_the_na():
     assert 2.0 <= cell.open_circuit(10.0) <= 2.7  # bare Cu
     e_plate = [cell.apply_current(-I_1MA, 10.0) for _ in range(100)]
     assert all(-0.1 < e < 0.0 for e in e_plate)
-    assert cell.na_inventory_C == pytest.approx(1130e-3 * 0.998, rel=0.03)
+    plated = 100 * 10.0 * I_1MA
+    assert plated * 0.97 < cell.na_inventory_C < plated  # a fresh Cu surface loses ~2 %
     for _ in range(60):
         ocv = cell.open_circuit(60.0)
     assert abs(ocv) < 2e-3
@@ -336,7 +338,7 @@ current_densities = st.floats(min_value=1e-4, max_value=5.0).flatmap(
     lambda i: st.sampled_from([i, -i]))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(i_mA_cm2=current_densities, dt_s=st.floats(0.01, 3600.0),
        name=st.sampled_from(["glyme", "carbonate"]), rest_s=st.floats(0.0, 1e5))
 def test_symmetric_cell_potential_has_the_sign_of_the_current(i_mA_cm2, dt_s, name, rest_s):
@@ -356,7 +358,7 @@ def test_noisy_symmetric_cell_potential_has_the_sign_of_the_current(i_mA_cm2, se
             assert cell.apply_current(i_mA_cm2 * 1e-3 * AREA, 10.0) * i_mA_cm2 > 0
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(i_mA_cm2=current_densities, dt_s=st.floats(0.1, 600.0),
        cell_type=st.sampled_from(["symmetric", "na_cu"]),
        name=st.sampled_from(["glyme", "carbonate"]), history=st.integers(0, 20))
@@ -456,5 +458,6 @@ def test_bad_steps_raise(call: Callable[[NaCell], object]):
 
 def test_zero_length_step_reads_without_advancing():
     cell = NaCell("symmetric", AREA, PRESETS["glyme"])
-    cell.apply_current(I_1MA, 0.0)
+    assert cell.apply_current(I_1MA, 0.0) > 0.0
+    assert cell.apply_potential(0.02, 0.0) > 0.5 * I_1MA
     assert cell.charge_passed_C == 0.0 and cell.time_s == 0.0

@@ -327,7 +327,8 @@ def _stream(w: RunWriter, key: int, stop: threading.Event) -> int:
     return n
 
 
-def test_a_reader_thread_reads_while_the_writer_writes(db: Path, writer: RunWriter) -> None:
+def test_a_reader_thread_reads_while_the_writer_writes(db: Path) -> None:
+    writer = RunWriter(db, commit_interval_s=0.1)  # many commits to read across
     key = create_run(writer)
     errors: list[BaseException] = []
     seen: set[tuple | None] = set()
@@ -354,12 +355,13 @@ def test_a_reader_thread_reads_while_the_writer_writes(db: Path, writer: RunWrit
     reader.join()
     stop.set()
     streamer.join()
-    writer.flush()
+    writer.close()
     assert not errors, errors
     assert len(seen) >= 4  # the reader saw the data grow
 
 
-def test_a_reader_process_reads_while_the_writer_writes(db: Path, writer: RunWriter) -> None:
+def test_a_reader_process_reads_while_the_writer_writes(db: Path) -> None:
+    writer = RunWriter(db, commit_interval_s=0.1)  # many commits to read across
     key = create_run(writer)
     code = textwrap.dedent(f"""
         import json, sys, time
@@ -383,7 +385,7 @@ def test_a_reader_process_reads_while_the_writer_writes(db: Path, writer: RunWri
     finally:
         stop.set()
         streamer.join()
-    writer.flush()
+        writer.close()
     assert proc.returncode == 0, proc.stderr
     assert "locked" not in proc.stderr
     result = json.loads(proc.stdout)
@@ -399,7 +401,7 @@ def test_a_command_can_be_sent_while_the_writer_writes(db: Path, writer: RunWrit
         time.sleep(0.2)
         t0 = time.monotonic()
         cid = send_command(db, "20261124", "pause", channel=2)
-        assert time.monotonic() - t0 < 2.0
+        assert time.monotonic() - t0 < 5.0  # a commit holds the lock for milliseconds
     finally:
         stop.set()
         streamer.join()

@@ -190,7 +190,7 @@ PRESETS: dict[str, Electrolyte] = {
         dead_na_fraction=0.10, formation_loss_fraction=0.05,
         gas_mol_per_C=3.5e-7,
         noise_V=5e-4, noise_rel=0.03, noise_tau_s=20.0, spike_rate_per_h=1.0, spike_rel=0.15,
-        short_ccd_mA_cm2=3.5, short_current_exponent=6.0, soft_short_fraction=0.6,
+        short_ccd_mA_cm2=2.5, short_current_exponent=9.0, soft_short_fraction=0.6,
         cpe_sei_Q_cm2=1.5e-6, cpe_sei_n=0.85, cpe_dl_Q_cm2=3e-5, cpe_dl_n=0.75,
     ),
     "fsi_dme": Electrolyte(
@@ -244,6 +244,7 @@ class NaCell:
         *_STATE, "_el", "_sub", "_area", "_per_C", "_rng", "_cell_type", "_T", "_b", "_i0",
         "_rs", "_sei_scale", "_r_diff", "_short", "_short_t0", "_recover_at", "_forced",
         "_ou", "_last_dt", "_k_diff", "_k_spike", "_k_noise", "_g_noise",
+        "_bv_i", "_bv_eta", "_hz_i", "_hz_k",
     )
 
     def __init__(self, cell_type: str, area_cm2: float, electrolyte: Electrolyte, seed: int = 0,
@@ -266,6 +267,7 @@ class NaCell:
         self._ou = _NORMALS[self._rng.getrandbits(16)]
         self._last_dt = -1.0
         self._k_diff = self._k_spike = self._k_noise = self._g_noise = 0.0
+        self._bv_i = self._bv_eta = self._hz_i = self._hz_k = -1.0  # per-current caches
         self.temperature_K = temperature_K
 
     # ----- read-only state -------------------------------------------------------------------
@@ -343,6 +345,7 @@ class NaCell:
         self._rs = el.rs_ohm_cm2 * ion / self._area
         self._r_diff = el.r_diff_ohm_cm2 * ion / self._area
         self._sei_scale = _arrhenius(el.ea_sei_J_mol, self._T) / self._area
+        self._bv_i = -1.0  # the Butler-Volmer cache depends on T
         self._update_sei()
 
     # ----- driving the cell ------------------------------------------------------------------
@@ -468,7 +471,9 @@ class NaCell:
         el = self._el
         ai = abs(current_A) / self._area
         b, i0 = self._b, self._i0
-        eta_na = b * math.asinh(ai / (2.0 * i0))
+        if ai != self._bv_i:  # one electrode's Butler-Volmer overpotential, cached per current
+            self._bv_i, self._bv_eta = ai, b * math.asinh(ai / (2.0 * i0))
+        eta_na = self._bv_eta
         x = self._depth / el.nucleation_mAh_cm2
         eta = 2.0 * eta_na
         if x < 50.0:  # the nucleation peak, continuous through I = 0
@@ -527,10 +532,10 @@ class NaCell:
     def _hazard(self, i_cell: float, dt_s: float) -> None:
         el = self._el
         ai = abs(i_cell)
-        rate = (ai * 1e3 / self._area / el.short_ccd_mA_cm2) ** el.short_current_exponent
-        rate = min(rate, el.short_hazard_max_per_mAh_cm2)
-        rate *= self._depth ** el.short_depth_exponent
-        x = rate * ai * dt_s * self._per_C
+        if ai != self._hz_i:  # the current-density factor, cached per current
+            rate = (ai * 1e3 / self._area / el.short_ccd_mA_cm2) ** el.short_current_exponent
+            self._hz_i, self._hz_k = ai, min(rate, el.short_hazard_max_per_mAh_cm2)
+        x = self._hz_k * self._depth ** el.short_depth_exponent * ai * dt_s * self._per_C
         if x > 0.0:
             p = x if x < 1e-3 else 1.0 - math.exp(-x)
             if self._rng.random() < p:
@@ -574,6 +579,8 @@ class NaCell:
             return self._trial(current_A, dt_s) - potential_V
 
         current = _root_from_zero(miss, 1e-3 * self._area)
+        if dt_s == 0.0:
+            return current
         inv = self._inv
         if inv and current > 0.0 and abs(current * dt_s - inv) <= 1e-9 * inv + 2.0 * EMPTY_C:
             return inv / dt_s  # the root is the jump where the last Na goes: strip it all

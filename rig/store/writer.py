@@ -234,7 +234,7 @@ class RunWriter:
         """Block until everything queued so far is committed; raise a writer failure."""
         done = threading.Event()
         self._put((_FLUSH, done))
-        if not done.wait(timeout):
+        if not self._wait(done, timeout):
             raise TimeoutError(
                 f"store writer did not commit within {timeout} s "
                 f"({self._q.qsize()} items still queued)")
@@ -282,13 +282,21 @@ class RunWriter:
         if self._error is not None:
             raise self._error
 
-    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        call = _Call(fn, args)
-        self._put((_CALL, call))
-        while not call.done.wait(0.5):
+    def _wait(self, done: threading.Event, timeout: float | None) -> bool:
+        """Wait for the writer thread to set ``done``; raise if the thread died meanwhile."""
+        give_up = None if timeout is None else time.monotonic() + timeout
+        while not done.wait(0.25):
             if not self._thread.is_alive():
                 self._raise_error()
                 raise WriterClosed(f"the writer of {self.path} stopped")
+            if give_up is not None and time.monotonic() > give_up:
+                return False
+        return True
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        call = _Call(fn, args)
+        self._put((_CALL, call))
+        self._wait(call.done, None)
         if call.error is not None:
             raise call.error
         return call.result
@@ -385,6 +393,7 @@ class RunWriter:
         failed: list[tuple] = []
 
         def one_by_one() -> None:
+            failed.clear()  # in case the transaction is retried
             broken: set[tuple] = set()  # (run_key, channel) whose data failed
             for op in ops:
                 if op[0] == _CHECKPOINT and (op[2], op[3]) in broken:
