@@ -14,12 +14,15 @@ from drivers.base import InstrumentError, Potentiostat, Sample
 from protocols.plan import (
     ChannelPlan,
     ConstantCurrent,
+    ConstantPotential,
+    Eis,
     EndCondition,
     Loop,
     RecordRule,
     Rest,
     Step,
 )
+from rig.engine import conditions as cond
 from rig.engine.link import Link
 from rig.engine.recording import Recorder
 
@@ -28,11 +31,21 @@ if TYPE_CHECKING:
 
 
 class ChannelEnded(Exception):
-    """Ends the channel's plan early with a reason (safety_window, aborted, instrument_fault...)."""
+    """Ends the channel's plan early with a reason (safety_window, aborted, instrument_fault...).
+    ``planned``: the protocol itself ended it (an ``end:<outcome>`` end condition)."""
 
-    def __init__(self, reason: str, message: str = "") -> None:
+    def __init__(self, reason: str, message: str = "", planned: bool = False) -> None:
         super().__init__(message or reason)
         self.reason = reason
+        self.planned = planned
+
+
+class Goto(Exception):
+    """An end condition named the step to go to next."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__(label)
+        self.label = label
 
 
 @dataclass
@@ -60,6 +73,9 @@ class ChannelState:
     # per-cycle bookkeeping of half-cycles, for progress and CE
     plate_C: float = 0.0
     plate_eta_V: float = math.nan
+    cycle_etas: list[float] = field(default_factory=list)  # mean |E| per cycle, for divergence
+    eis_sweeps: int = 0
+    planned_end: bool = False
 
 
 @dataclass
@@ -119,14 +135,22 @@ class ChannelRunner:
             await self._run_steps(self.plan.steps)
             reason = "completed"
         except ChannelEnded as end:
-            reason = end.reason
+            reason, self.state.planned_end = end.reason, end.planned
+        except Goto as goto:
+            reason = "bad_plan"
+            ctx.writer.event(ctx.run_key, ch, ctx.clock.now(), "error", "bad_plan",
+                             f"no step labelled {goto.label!r} to go to")
+        except cond.BadPlan as exc:
+            reason = "bad_plan"
+            ctx.writer.event(ctx.run_key, ch, ctx.clock.now(), "error", "bad_plan", str(exc))
         except InstrumentError as exc:
             await self._safe_off()
             ctx.writer.event(ctx.run_key, ch, ctx.clock.now(), "error", "instrument_fault",
                              f"{type(exc).__name__}: {exc}")
             reason = "instrument_fault"
         self.state.status, self.state.end_reason = "ended", reason
-        ctx.writer.channel_status(ctx.run_key, ch, "ended", end_reason=reason)
+        outcome = await ctx.outcome_of(self, reason)
+        ctx.writer.channel_status(ctx.run_key, ch, "ended", end_reason=reason, outcome=outcome)
         ctx.writer.event(ctx.run_key, ch, ctx.clock.now(),
                          "info" if reason == "completed" else "warning", "channel_end",
                          f"channel {ch} ({self.plan.cell.cell_id}) ended: {reason}")
@@ -134,9 +158,11 @@ class ChannelRunner:
         return reason
 
     async def _run_steps(self, steps: tuple[Step, ...]) -> None:
+        """Run a list of steps in order; a goto jumps to a labelled step of this list or, if
+        the label is not here, leaves it for an enclosing list."""
         depth = len(self.state.path)
-        first = self.resume.path[depth] if self.resume else 0
-        for index in range(first, len(steps)):
+        index = self.resume.path[depth] if self.resume else 0
+        while index < len(steps):
             step = steps[index]
             self.state.path.append(index)
             try:
@@ -147,9 +173,18 @@ class ChannelRunner:
                 else:
                     result = await self._run_step(step)
                     if result.then.startswith("end:"):
-                        raise ChannelEnded(result.then[4:])
+                        raise ChannelEnded(result.then[4:], planned=True)
+                    if result.then != "next":
+                        raise Goto(result.then)
+            except Goto as goto:
+                target = next((k for k, st in enumerate(steps) if st.label == goto.label), None)
+                if target is None:
+                    raise
+                index = target
+                continue
             finally:
                 self.state.path.pop()
+            index += 1
 
     async def _run_loop(self, loop: Loop) -> None:
         level = len(self.state.loop_iterations)
@@ -178,8 +213,12 @@ class ChannelRunner:
             result = await self._run_current(step, totals)
         elif isinstance(step, Rest):
             result = await self._run_rest(step, totals)
+        elif isinstance(step, ConstantPotential):
+            result = await self._run_potential(step, totals)
+        elif isinstance(step, Eis):
+            result = await self._run_eis(step)
         else:
-            raise ChannelEnded("unsupported_step", f"{step.kind} steps are not supported yet")
+            raise cond.BadPlan(f"{step.kind} steps are not supported")
         t_end = ctx.clock.now()
         ctx.writer.step_end(ctx.run_key, self.channel, {
             "step": self.state.step_no, "cycle": self.state.cycle, "label": step.label,
@@ -205,6 +244,8 @@ class ChannelRunner:
 
     def _report_half_cycle(self, step: Step, result: StepResult) -> None:
         half = getattr(step, "half_cycle", None)
+        if half in ("plate", "strip"):
+            self._check_divergence(result.e_mean_abs_V)
         if half == "plate":
             self.state.plate_C, self.state.plate_eta_V = abs(result.charge_C), result.e_mean_abs_V
         elif half == "strip":
@@ -214,6 +255,20 @@ class ChannelRunner:
                 "plated_C": plated, "stripped_C": abs(result.charge_C), "ce": ce,
                 "eta_plate_V": self.state.plate_eta_V, "eta_strip_V": result.e_mean_abs_V,
             })
+            self.state.cycle_etas.append(0.5 * (self.state.plate_eta_V + result.e_mean_abs_V))
+
+    def _check_divergence(self, eta: float) -> None:
+        fc = self.ctx.failure
+        ref = cond.diverged(self.state.cycle_etas, eta, fc)
+        if ref is None:
+            return
+        ctx = self.ctx
+        ctx.writer.event(ctx.run_key, self.channel, ctx.clock.now(), "alarm",
+                         "overpotential_divergence",
+                         f"cycle {self.state.cycle}: mean overpotential {eta * 1e3:.1f} mV "
+                         f"exceeds {fc.divergence_factor:g} x {ref * 1e3:.1f} mV (the mean of "
+                         f"cycles 1-{fc.divergence_reference_cycles})")
+        raise ChannelEnded("overpotential_divergence")
 
     async def _run_current(self, step: ConstantCurrent, totals: StepTotals) -> StepResult:
         i_abs = abs(step.current_A)
@@ -229,12 +284,60 @@ class ChannelRunner:
             return self.link.call(self.driver.start_open_circuit, step.record.every_s, duration)
         return await self._run_segments(step, totals, 0.0, start)
 
+    async def _run_potential(self, step: ConstantPotential, totals: StepTotals) -> StepResult:
+        i_max = self.ctx.safety.i_max_A
+
+        def start(duration: float) -> Any:
+            return self.link.call(self.driver.start_potential, step.potential_V,
+                                  step.record.every_s, duration, i_max)
+        return await self._run_segments(step, totals, 0.0, start)
+
+    async def _run_eis(self, step: Eis) -> StepResult:
+        """A potentiostatic sweep, streamed point by point into the store's eis table."""
+        ctx, clock = self.ctx, self.ctx.clock
+        dc = step.dc_V if step.dc_V is not None else await self._open_circuit_potential()
+        decades = abs(math.log10(step.f_start_Hz / step.f_end_Hz))
+        n_points = max(2, round(decades * step.points_per_decade) + 1)
+        await self.link.call(self.driver.start_eis, step.f_start_Hz, step.f_end_Hz, n_points,
+                             step.amplitude_V, dc)
+        self.state.eis_sweeps += 1
+        sweep = self.state.eis_sweeps
+        ratio = step.f_end_Hz / step.f_start_Hz
+        expected = sum(max(1.0, 3.0 / (step.f_start_Hz * ratio ** (k / (n_points - 1))))
+                       for k in range(n_points))  # the instrument's own pace, roughly
+        t0, ended, n = clock.now(), False, 0
+        while not ended:
+            target = min(t0 + expected, clock.now() + ctx.read_window(1.0))
+            await clock.sleep_until(target)
+            until = target - t0 if target < t0 + expected else math.inf
+            points, ended = await self.link.call(self.driver.read_eis, until)
+            if points:
+                n += len(points)
+                ctx.writer.eis_points(ctx.run_key, self.channel, sweep, t0,
+                                      [(f, z.real, z.imag) for _, f, z in points])
+            if self.abort_requested:
+                await self._safe_off()
+                raise ChannelEnded("aborted")
+        return StepResult("sweep_done", 0.0, math.nan, dc, n)
+
+    async def _open_circuit_potential(self, seconds: float = 10.0) -> float:
+        """The OCP to centre an EIS sweep on: a short rest, its last reading."""
+        await self.link.call(self.driver.start_open_circuit, 1.0, seconds)
+        await self.ctx.clock.sleep(seconds)
+        samples, _ = await self.link.call(self.driver.read_samples, math.inf)
+        if not samples:
+            raise cond.BadPlan("no open-circuit reading to centre the EIS sweep on")
+        return samples[-1].potential_V
+
     async def _run_segments(self, step: Step, totals: StepTotals, i_abs: float,
                             start: Any) -> StepResult:
         """Run a step to its end; a pause splits it into segments with an open-circuit hold
         between them, and the step still passes the charge (or time) it owes."""
-        time_left = _time_limit(step.ends, 0.0) if _has_time_end(step.ends) else math.inf
-        charge_end = _charge_end(step.ends)
+        time_left = cond.time_limit(step.ends, 0.0) if cond.has_time_end(step.ends) else math.inf
+        charge_end = cond.charge_end(step.ends)
+        if math.isinf(time_left) and (charge_end is None or i_abs == 0):
+            raise cond.BadPlan(f"step {step.label or step.kind} has neither a time nor a "
+                               "charge limit")
         while True:
             duration = time_left - totals.t_active
             if charge_end is not None and i_abs > 0:
@@ -259,9 +362,14 @@ class ChannelRunner:
         clock, writer, run_key = ctx.clock, ctx.writer, ctx.run_key
         safety = ctx.safety
         e_min, e_max, i_max = safety.e_min_V, safety.e_max_V, safety.i_max_A
-        ends = _sample_ends(step.ends)
-        charge_end = _charge_end(step.ends)
+        ends = cond.sample_ends(step.ends)
+        charge_end = cond.charge_end(step.ends)
         q_end = charge_end.value if charge_end is not None else math.inf
+        dedt = [cond.DeDtWatcher(c, step.record.every_s) for c in step.ends
+                if c.kind == "dEdt_below"]
+        shorts = cond.ShortDetector(ctx.failure) if isinstance(step, ConstantCurrent) else None
+        if shorts is not None and not shorts.active:
+            shorts = None
         recorder = Recorder(step.record)
         step_no, cycle = self.state.step_no, self.state.cycle
         t0 = clock.now()
@@ -289,9 +397,18 @@ class ChannelRunner:
                 n += 1
                 if recorder.wants(ts, e, i):
                     rows.append((t0 + ts, step_no, cycle, e, i, q))
-                hit = _first_end(ends, e, i) if ends else None
+                hit = cond.first_end(ends, e, i) if ends else None
                 if hit is None and abs(q) >= q_end * (1 - 1e-9):
                     hit = charge_end
+                for watcher in dedt:
+                    hit = hit or watcher.check(ts, e)
+                if shorts is not None:
+                    kind = shorts.check(ts, e)
+                    if kind is not None:
+                        if not rows or rows[-1][0] != t0 + ts:
+                            rows.append((t0 + ts, step_no, cycle, e, i, q))
+                        await self._short(kind, e, i, t0 + ts, rows)
+                        rows = []
                 if hit is not None:
                     break
             if rows:
@@ -368,6 +485,21 @@ class ChannelRunner:
                          f"|I| <= {sf.i_max_A * 1e3:g} mA: output off")
         raise ChannelEnded("safety_window")
 
+    async def _short(self, kind: str, e: float, i: float, t: float, rows: list[tuple]) -> None:
+        """A short seen in the data: end the channel (output off first), or for a soft short
+        that the protocol lets run on, log it and carry on."""
+        ctx = self.ctx
+        ends = kind == "short_hard" or ctx.failure.soft_short_ends
+        if ends:
+            await self._safe_off()
+        ctx.writer.samples(ctx.run_key, self.channel, rows)
+        word = "hard short" if kind == "short_hard" else "soft short"
+        ctx.writer.event(ctx.run_key, self.channel, t, "alarm", kind,
+                         f"{word} in cycle {self.state.cycle}: E={e * 1e3:.2f} mV at "
+                         f"I={i * 1e3:.3f} mA" + (": output off" if ends else ": carrying on"))
+        if ends:
+            raise ChannelEnded(kind)
+
     async def _safe_off(self) -> None:
         try:
             await self.link.call(self.driver.output_off)
@@ -375,36 +507,3 @@ class ChannelRunner:
             ctx = self.ctx
             ctx.writer.event(ctx.run_key, self.channel, ctx.clock.now(), "error", "output_off",
                              f"could not switch the output off: {exc}")
-
-
-def _time_limit(ends: tuple[EndCondition, ...], i_abs: float) -> float:
-    """The step's planned duration: its time end, or its charge end at constant current."""
-    limits = [c.value for c in ends if c.kind == "time"]
-    if i_abs > 0:
-        limits += [c.value / i_abs for c in ends if c.kind == "charge"]
-    if not limits:
-        raise ChannelEnded("bad_plan", "a step has neither a time nor a charge limit")
-    return min(limits)
-
-
-def _has_time_end(ends: tuple[EndCondition, ...]) -> bool:
-    return any(c.kind == "time" for c in ends)
-
-
-def _charge_end(ends: tuple[EndCondition, ...]) -> EndCondition | None:
-    return next((c for c in ends if c.kind == "charge"), None)
-
-
-def _sample_ends(ends: tuple[EndCondition, ...]) -> tuple[EndCondition, ...]:
-    return tuple(c for c in ends if c.kind in
-                 ("potential_above", "potential_below", "current_above", "current_below"))
-
-
-def _first_end(ends: tuple[EndCondition, ...], e: float, i: float) -> EndCondition | None:
-    for c in ends:
-        k = c.kind
-        if ((k == "potential_above" and e >= c.value) or (k == "potential_below" and e <= c.value)
-                or (k == "current_above" and abs(i) >= c.value)
-                or (k == "current_below" and abs(i) <= c.value)):
-            return c
-    return None

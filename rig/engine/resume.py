@@ -17,7 +17,7 @@ from drivers.base import InstrumentError
 from protocols.plan import Plan, plan_from_json
 from rig.clock import RealClock, VirtualClock
 from rig.engine.channel import ChannelRunner, Resume, StepTotals
-from rig.engine.run import HEARTBEAT_STALE_S, NoProgress, RunContext, RunResult, drive
+from rig.engine.run import HEARTBEAT_STALE_S, NoProgress, RunResult, context_for, drive
 from rig.station import Station
 from rig.store import RunWriter, get_channels, get_checkpoint
 
@@ -110,8 +110,8 @@ async def take_over(run: dict[str, Any], conn: sqlite3.Connection, *, station: S
                  f"run {run['id']} taken over by pid {os.getpid()} on {socket.gethostname()}: "
                  f"outputs forced off; no data from t={gap_from:.0f} to {clock.now():.0f} "
                  f"({clock.now() - gap_from:.0f} s gap)")
-    ctx = RunContext(clock=clock, writer=writer, run_key=run_key, run_id=run["id"],
-                     safety=plan.safety, progress=progress)
+    ctx = context_for(plan, clock=clock, writer=writer, run_key=run_key, run_id=run["id"],
+                      progress=progress)
     status = {c["channel"]: c for c in get_channels(conn, run_key)}
     runners, already = [], {}
     progress.run_started(run["id"], plan)

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from protocols.plan import CellSpec, Plan, Safety
+from protocols.plan import CellSpec, FailureCriteria, Plan, Safety
 from rig import __version__
 from rig.clock import RealClock, VirtualClock
 from rig.engine.channel import ChannelRunner
@@ -22,6 +22,9 @@ from rig.station import Station
 from rig.store import (
     RunWriter,
     StoreError,
+    get_eis,
+    get_sensors,
+    get_steps,
     mark_command_handled,
     new_run_id,
     open_reader,
@@ -55,10 +58,38 @@ class RunContext:
     run_id: str
     safety: Safety
     progress: Any = field(default_factory=NoProgress)
+    failure: FailureCriteria = field(default_factory=FailureCriteria)
+    outcome: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
     # how often a channel reads its instrument, in clock seconds: on hardware often enough to
     # react; on the virtual clock in batches (the instrument's own cutoffs act in between)
     read_every_s: float = 1.0
     virtual_batch: int = 32
+
+    async def outcome_of(self, runner: ChannelRunner, reason: str) -> dict[str, Any] | None:
+        """The protocol's named result for a channel that ended (CE, CCD, failure cycle...),
+        computed from what the store holds for it; None when the protocol names none."""
+        if self.outcome is None:
+            return None
+        return await asyncio.to_thread(self._compute_outcome, runner, reason)
+
+    def _compute_outcome(self, runner: ChannelRunner, reason: str) -> dict[str, Any] | None:
+        from rig.analysis.outcomes import compute_outcome
+
+        self.writer.flush()
+        conn = open_reader(self.writer.path)
+        try:
+            ch = runner.channel
+            steps = get_steps(conn, self.run_key, ch)
+            eis = get_eis(conn, self.run_key, ch)
+            sensors = [r for r in get_sensors(conn, self.run_key)
+                       if r[1].endswith(f"ch{ch}") or r[1] == f"pressure{ch}"]
+            return compute_outcome(self.outcome, steps, reason, self.parameters, eis=eis,
+                                   sensors=sensors, cell=runner.plan.cell)
+        except Exception as exc:  # noqa: BLE001 -- analysis must never lose the run's end
+            return {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            conn.close()
 
     def read_window(self, interval_s: float) -> float:
         if self.clock.is_virtual:
@@ -96,8 +127,8 @@ async def execute(plan: Plan, *, station: Station, clock: RealClock | VirtualClo
         station_json=json.dumps(station.describe()), software_version=__version__,
         started_at=clock.now(), clock=station.clock_name(clock),
     )
-    ctx = RunContext(clock=clock, writer=writer, run_key=run_key, run_id=run_id,
-                     safety=plan.safety, progress=progress)
+    ctx = context_for(plan, clock=clock, writer=writer, run_key=run_key, run_id=run_id,
+                      progress=progress)
     runners = []
     for cp in plan.channels:
         hw = station.channel(cp.cell.channel)
@@ -108,6 +139,11 @@ async def execute(plan: Plan, *, station: Station, clock: RealClock | VirtualClo
                  f"pid {os.getpid()} on {socket.gethostname()}")
     progress.run_started(run_id, plan)
     return await drive(ctx, runners, plan)
+
+
+def context_for(plan: Plan, **kw: Any) -> RunContext:
+    return RunContext(safety=plan.safety, failure=plan.failure, outcome=plan.outcome,
+                      parameters=plan.parameters, **kw)
 
 
 async def drive(ctx: RunContext, runners: list[ChannelRunner], plan: Plan,
@@ -125,13 +161,15 @@ async def drive(ctx: RunContext, runners: list[ChannelRunner], plan: Plan,
     reasons = dict(already or {})
     reasons.update({r.channel: reason for r, reason in zip(runners, reasons_list)})
     reasons = dict(sorted(reasons.items()))
-    if all(r == "completed" for r in reasons.values()):
+    planned = {"completed", *plan.expected_ends,
+               *(r.state.end_reason for r in runners if r.state.planned_end)}
+    if all(r in planned for r in reasons.values()):
         status = "completed"
     elif all(r == "aborted" for r in reasons.values()):
         status = "aborted"
     else:
         status = "ended_early"
-    ended = [f"ch{c}: {r}" for c, r in reasons.items() if r != "completed"]
+    ended = [f"ch{c}: {r}" for c, r in reasons.items() if r not in planned]
     writer.run_status(run_key, status, end_reason="; ".join(ended) or None, ended_at=clock.now())
     writer.event(run_key, None, clock.now(), "info", "run_end", f"run {ctx.run_id} {status}")
     writer.flush()

@@ -1,0 +1,110 @@
+"""End conditions and failure detectors, evaluated per sample (pure, cheap, stateful where they
+must look back in time)."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from protocols.plan import EndCondition, FailureCriteria
+
+SAMPLE_END_KINDS = ("potential_above", "potential_below", "current_above", "current_below")
+
+
+class BadPlan(Exception):
+    """A step the engine cannot bound in time."""
+
+
+def time_limit(ends: tuple[EndCondition, ...], i_abs: float) -> float:
+    """The step's planned duration: its time end, or its charge end at constant current."""
+    limits = [c.value for c in ends if c.kind == "time"]
+    if i_abs > 0:
+        limits += [c.value / i_abs for c in ends if c.kind == "charge"]
+    if not limits:
+        raise BadPlan("a step has neither a time nor a charge limit")
+    return min(limits)
+
+
+def has_time_end(ends: tuple[EndCondition, ...]) -> bool:
+    return any(c.kind == "time" for c in ends)
+
+
+def charge_end(ends: tuple[EndCondition, ...]) -> EndCondition | None:
+    return next((c for c in ends if c.kind == "charge"), None)
+
+
+def sample_ends(ends: tuple[EndCondition, ...]) -> tuple[EndCondition, ...]:
+    return tuple(c for c in ends if c.kind in SAMPLE_END_KINDS)
+
+
+def first_end(ends: tuple[EndCondition, ...], e: float, i: float) -> EndCondition | None:
+    for c in ends:
+        k = c.kind
+        if ((k == "potential_above" and e >= c.value) or (k == "potential_below" and e <= c.value)
+                or (k == "current_above" and abs(i) >= c.value)
+                or (k == "current_below" and abs(i) <= c.value)):
+            return c
+    return None
+
+
+class DeDtWatcher:
+    """|dE/dt| below a threshold ("rest until stable"), judged over a look-back window long
+    enough that instrument noise does not fake a slope: max(10 min, 10 sample intervals)."""
+
+    def __init__(self, end: EndCondition, interval_s: float) -> None:
+        self.end = end
+        self.window_s = max(600.0, 10 * interval_s)
+        self.history: deque[tuple[float, float]] = deque()
+
+    def check(self, ts: float, e: float) -> EndCondition | None:
+        h = self.history
+        h.append((ts, e))
+        while len(h) > 2 and ts - h[1][0] >= self.window_s:
+            h.popleft()
+        t_old, e_old = h[0]
+        if ts - t_old < self.window_s:
+            return None
+        return self.end if abs(e - e_old) / (ts - t_old) < self.end.value else None
+
+
+class ShortDetector:
+    """During a constant-current step: a hard short when |E| collapses below ``short_below_V``
+    (the cell reads ~ I x R_short); a soft short when |E| falls by more than
+    ``short_drop_fraction`` of its recent maximum within ``short_drop_window_s``."""
+
+    def __init__(self, fc: FailureCriteria) -> None:
+        self.below = fc.short_below_V
+        self.frac = fc.short_drop_fraction
+        self.window_s = fc.short_drop_window_s
+        self.history: deque[tuple[float, float]] = deque()
+        self.soft_seen = False
+
+    @property
+    def active(self) -> bool:
+        return self.below is not None or self.frac is not None
+
+    def check(self, ts: float, e: float) -> str | None:
+        a = abs(e)
+        if self.below is not None and a < self.below:
+            return "short_hard"
+        if self.frac is None:
+            return None
+        h = self.history
+        while h and h[0][0] < ts - self.window_s:
+            h.popleft()
+        ref = max((x for _, x in h), default=a)
+        h.append((ts, a))
+        if ref > 0 and (ref - a) / ref > self.frac and not self.soft_seen:
+            self.soft_seen = True
+            return "short_soft"
+        return None
+
+
+def diverged(etas: list[float], eta: float, fc: FailureCriteria) -> float | None:
+    """The reference overpotential if ``eta`` (a half-cycle's mean |E|) exceeds k x the mean of
+    the first cycles' values, else None. ``etas``: per-cycle means so far, cycle 1 first."""
+    n, k = fc.divergence_reference_cycles, fc.divergence_factor
+    if k is None or len(etas) < n or n < 1:
+        return None
+    ref = sum(etas[:n]) / n
+    return ref if math.isfinite(eta) and eta > k * ref else None
