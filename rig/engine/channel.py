@@ -276,12 +276,13 @@ class ChannelRunner:
 
         def start(duration: float) -> Any:
             return self.link.call(self.driver.start_current, step.current_A,
-                                  step.record.every_s, duration, sf.e_min_V, sf.e_max_V)
+                                  acquire_every(step.record), duration, sf.e_min_V, sf.e_max_V)
         return await self._run_segments(step, totals, i_abs, start)
 
     async def _run_rest(self, step: Rest, totals: StepTotals) -> StepResult:
         def start(duration: float) -> Any:
-            return self.link.call(self.driver.start_open_circuit, step.record.every_s, duration)
+            return self.link.call(self.driver.start_open_circuit, acquire_every(step.record),
+                                  duration)
         return await self._run_segments(step, totals, 0.0, start)
 
     async def _run_potential(self, step: ConstantPotential, totals: StepTotals) -> StepResult:
@@ -289,7 +290,7 @@ class ChannelRunner:
 
         def start(duration: float) -> Any:
             return self.link.call(self.driver.start_potential, step.potential_V,
-                                  step.record.every_s, duration, i_max)
+                                  acquire_every(step.record), duration, i_max)
         return await self._run_segments(step, totals, 0.0, start)
 
     async def _run_eis(self, step: Eis) -> StepResult:
@@ -365,7 +366,7 @@ class ChannelRunner:
         ends = cond.sample_ends(step.ends)
         charge_end = cond.charge_end(step.ends)
         q_end = charge_end.value if charge_end is not None else math.inf
-        dedt = [cond.DeDtWatcher(c, step.record.every_s) for c in step.ends
+        dedt = [cond.DeDtWatcher(c, acquire_every(step.record)) for c in step.ends
                 if c.kind == "dEdt_below"]
         shorts = cond.ShortDetector(ctx.failure) if isinstance(step, ConstantCurrent) else None
         if shorts is not None and not shorts.active:
@@ -373,7 +374,7 @@ class ChannelRunner:
         recorder = Recorder(step.record)
         step_no, cycle = self.state.step_no, self.state.cycle
         t0 = clock.now()
-        window = ctx.read_window(step.record.every_s)
+        window = ctx.read_window(acquire_every(step.record))
         q, e_abs_dt, t_before = totals.q, totals.e_abs_dt, totals.t_active
         last_ts, e, i, n = 0.0, math.nan, 0.0, 0
         hit: EndCondition | None = None
@@ -420,6 +421,9 @@ class ChannelRunner:
                 if not ended:
                     await self.link.call(self.driver.abort)
                 break
+        if shorts is not None and shorts.suspect_since is not None and n:
+            # the step ended inside the watch window: judge on the last sample
+            await self._short(shorts.classify(abs(e)), e, i, t0 + last_ts, [])
         if n and recorder.force(last_ts, e, i):
             writer.samples(run_key, ch, [(t0 + last_ts, step_no, cycle, e, i, q)])
         totals.q, totals.e_abs_dt, totals.t_active = q, e_abs_dt, t_before + last_ts
@@ -507,3 +511,11 @@ class ChannelRunner:
             ctx = self.ctx
             ctx.writer.event(ctx.run_key, self.channel, ctx.clock.now(), "error", "output_off",
                              f"could not switch the output off: {exc}")
+
+
+def acquire_every(rule: RecordRule) -> float:
+    """How often the instrument measures: the recording interval, or ten times finer when the
+    rule also records on a change of E or I (so such a change is seen when it happens)."""
+    if rule.every_dE_V is None and rule.every_dI_A is None:
+        return rule.every_s
+    return max(rule.every_s / 10, 0.1)

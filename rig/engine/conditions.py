@@ -68,16 +68,18 @@ class DeDtWatcher:
 
 
 class ShortDetector:
-    """During a constant-current step: a hard short when |E| collapses below ``short_below_V``
-    (the cell reads ~ I x R_short); a soft short when |E| falls by more than
-    ``short_drop_fraction`` of its recent maximum within ``short_drop_window_s``."""
+    """During a constant-current step, a short shows as |E| collapsing: below ``short_below_V``,
+    or falling by more than ``short_drop_fraction`` of its recent maximum within
+    ``short_drop_window_s``. Which kind it is shows only afterwards, so the detector waits one
+    window: still collapsed (|E| ~ I x R_short, below the threshold) is a hard short; back up,
+    or settled on a lower plateau above the threshold, is a soft short."""
 
     def __init__(self, fc: FailureCriteria) -> None:
         self.below = fc.short_below_V
         self.frac = fc.short_drop_fraction
         self.window_s = fc.short_drop_window_s
         self.history: deque[tuple[float, float]] = deque()
-        self.soft_seen = False
+        self.suspect_since: float | None = None
 
     @property
     def active(self) -> bool:
@@ -85,19 +87,24 @@ class ShortDetector:
 
     def check(self, ts: float, e: float) -> str | None:
         a = abs(e)
-        if self.below is not None and a < self.below:
-            return "short_hard"
-        if self.frac is None:
-            return None
+        if self.suspect_since is not None:
+            return self.classify(a) if ts - self.suspect_since >= self.window_s else None
         h = self.history
         while h and h[0][0] < ts - self.window_s:
             h.popleft()
         ref = max((x for _, x in h), default=a)
         h.append((ts, a))
-        if ref > 0 and (ref - a) / ref > self.frac and not self.soft_seen:
-            self.soft_seen = True
-            return "short_soft"
+        collapsed = self.below is not None and a < self.below
+        dropped = self.frac is not None and ref > 0 and (ref - a) / ref > self.frac
+        if collapsed or dropped:
+            self.suspect_since = ts
         return None
+
+    def classify(self, a: float) -> str:
+        """Hard if |E| is still under the hard threshold, else soft."""
+        self.suspect_since = None
+        self.history.clear()
+        return "short_hard" if self.below is not None and a < self.below else "short_soft"
 
 
 def diverged(etas: list[float], eta: float, fc: FailureCriteria) -> float | None:

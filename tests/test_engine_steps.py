@@ -1,0 +1,200 @@
+"""Every step type, end condition, goto, nested loop, recording rule and failure criterion,
+executed by the engine on simulated cells through the production EmStat4 driver."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from pathlib import Path
+
+import pytest
+
+from drivers.emstat import EmStat4
+from protocols.plan import (
+    CellSpec,
+    ChannelPlan,
+    ConstantCurrent,
+    ConstantPotential,
+    Eis,
+    EndCondition,
+    FailureCriteria,
+    Loop,
+    Plan,
+    RecordRule,
+    Rest,
+    Safety,
+)
+from rig.clock import VirtualClock
+from rig.engine.link import Link
+from rig.engine.run import execute
+from rig.sim.cell import NaCell, electrolyte_for
+from rig.sim.emstat import SimulatedEmStat4
+from rig.station import ChannelHardware, Station
+from rig.store import (
+    RunWriter,
+    get_channels,
+    get_eis,
+    get_events,
+    get_samples,
+    get_steps,
+    open_reader,
+)
+
+AREA = 1.13
+MA = 1e-3
+Q1 = 3.6 * AREA  # 1 mAh/cm^2 on 1.13 cm^2, in C
+GLYME, CARBONATE = "1 M NaPF6 in diglyme", "1 M NaClO4 in EC:DEC"
+REC = RecordRule(every_s=10.0)
+
+
+def cc(current_mA: float, *ends: EndCondition, label: str = "", half=None,
+       record: RecordRule = REC) -> ConstantCurrent:
+    return ConstantCurrent(current_mA * MA, tuple(ends), record, label=label, half_cycle=half)
+
+
+def plate_strip(q: float = Q1) -> tuple[ConstantCurrent, ConstantCurrent]:
+    return (cc(-1.13, EndCondition("charge", q), label="plate", half="plate"),
+            cc(1.13, EndCondition("charge", q), label="strip", half="strip"))
+
+
+def run_steps(tmp_path: Path, steps, *, cell_type="symmetric", electrolyte=GLYME,
+              failure=FailureCriteria(), safety=Safety(-1.0, 1.0, 0.01), outcome=None,
+              expected_ends=(), **overrides):
+    """One channel, one simulated cell (with model overrides), the whole stack."""
+    spec = CellSpec(0, "cell", cell_type, AREA, electrolyte)
+    plan = Plan("sequence", "steps test", safety, (ChannelPlan(spec, tuple(steps)),),
+                failure=failure, outcome=outcome, expected_ends=expected_ends)
+    clock = VirtualClock()
+    cell = NaCell(cell_type, AREA, electrolyte_for(electrolyte), seed=7, **overrides)
+    sim = SimulatedEmStat4(cell, clock).start()
+    station = Station("test", True, {0: ChannelHardware(EmStat4(sim.port), Link("ch0"), "sim")},
+                      [sim])
+    db = tmp_path / "s.db"
+    writer = RunWriter(db)
+    try:
+        result = asyncio.run(execute(plan, station=station, clock=clock, writer=writer,
+                                     protocol_text="", protocol_path="test"))
+    finally:
+        station.close()
+        writer.close()
+    conn = open_reader(db)
+    return result, conn, result.run_key
+
+
+def labels(conn, key) -> list[str]:
+    return [s["label"] for s in get_steps(conn, key, 0)]
+
+
+def test_rest_ends_when_the_potential_is_stable(tmp_path):
+    rest = Rest((EndCondition("time", 10 * 3600), EndCondition("dEdt_below", 1e-3 / 3600)),
+                REC, label="settle")
+    result, conn, key = run_steps(tmp_path, [rest])
+    step = get_steps(conn, key, 0)[0]
+    assert step["end_reason"] == "dEdt_below"
+    assert step["t_end"] - step["t_start"] < 3600  # long before the 10 h limit
+    assert result.status == "completed"
+
+
+def test_constant_potential_ends_on_current(tmp_path):
+    cp = ConstantPotential(0.02, (EndCondition("time", 3600), EndCondition("current_above",
+                                                                          0.5e-3)), REC,
+                           label="hold")
+    _, conn, key = run_steps(tmp_path, [cp])
+    step = get_steps(conn, key, 0)[0]
+    assert step["end_reason"] == "current_above" and step["kind"] == "constant_potential"
+    i = get_samples(conn, key, 0)[0][4]
+    assert i > 0.5e-3  # 20 mV across a glyme cell drives ~1 mA
+
+
+def test_eis_sweep_lands_in_the_eis_table(tmp_path):
+    sweep = Eis(f_start_Hz=1e5, f_end_Hz=0.1, points_per_decade=4, amplitude_V=0.01)
+    _, conn, key = run_steps(tmp_path, [sweep])
+    points = get_eis(conn, key, 0)
+    assert len(points) == 25  # 6 decades x 4 + 1
+    freqs = [p[2] for p in points]
+    assert freqs == sorted(freqs, reverse=True)
+    assert all(p[3] > 0 for p in points)  # Z' positive
+    assert points[-1][3] > points[0][3]   # low frequency sees R_SEI and Rct too
+
+
+def test_goto_skips_to_the_labelled_step(tmp_path):
+    steps = [cc(-1.13, EndCondition("charge", Q1 / 4, then="finish"), label="plate"),
+             cc(1.13, EndCondition("charge", Q1 / 4), label="skipped"),
+             Rest((EndCondition("time", 60),), REC, label="finish")]
+    _, conn, key = run_steps(tmp_path, steps)
+    assert labels(conn, key) == ["plate", "finish"]
+
+
+def test_goto_backwards_repeats_until_a_potential_end(tmp_path):
+    # Na||Cu: plate a little, then strip until the Na runs out -> end the channel by name
+    steps = [cc(-1.13, EndCondition("charge", Q1 / 2), label="plate", half="plate"),
+             cc(1.13, EndCondition("potential_above", 0.5, then="end:stripped"),
+                EndCondition("time", 3600, then="plate"), label="strip", half="strip")]
+    result, conn, key = run_steps(tmp_path, steps, cell_type="na_cu",
+                                  safety=Safety(-1.0, 3.0, 0.01))
+    assert labels(conn, key) == ["plate", "strip"]
+    assert result.reasons[0] == "stripped" and result.status == "completed"
+    assert result.exit_code == 0  # a named end of the protocol is its planned result
+
+
+def test_nested_loops_number_cycles_globally(tmp_path):
+    inner = Loop(3, plate_strip(Q1 / 10), counts_cycles=True)
+    _, conn, key = run_steps(tmp_path, [Loop(2, (inner,))])
+    cycles = [s["cycle"] for s in get_steps(conn, key, 0)]
+    assert cycles == [c for c in range(1, 7) for _ in (0, 1)]
+
+
+def test_recording_on_dE_keeps_more_samples_of_a_noisy_cell(tmp_path):
+    plain = RecordRule(every_s=60.0)
+    on_change = RecordRule(every_s=60.0, every_dE_V=0.002)
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "dE").mkdir()
+    _, conn, key = run_steps(tmp_path / "plain",
+                             [cc(1.13, EndCondition("time", 3600), record=plain)],
+                             electrolyte=CARBONATE)
+    n_plain = len(get_samples(conn, key, 0))
+    _, conn2, key2 = run_steps(tmp_path / "dE",
+                               [cc(1.13, EndCondition("time", 3600), record=on_change)],
+                               electrolyte=CARBONATE)
+    n_change = len(get_samples(conn2, key2, 0))
+    assert n_plain == pytest.approx(61, abs=2)
+    assert n_change > 2 * n_plain
+
+
+def test_hard_short_ends_the_channel_with_its_reason(tmp_path):
+    result, conn, key = run_steps(
+        tmp_path, [Loop(20, plate_strip(), counts_cycles=True)],
+        failure=FailureCriteria(short_below_V=0.005), short_at_charge_C=5 * Q1,
+        short_kind="hard")
+    assert result.reasons[0] == "short_hard" and result.exit_code == 1
+    events = [e for e in get_events(conn, key, 0) if e["kind"] == "short_hard"]
+    assert len(events) == 1 and "hard short in cycle 3" in events[0]["message"]
+
+
+def test_soft_short_is_told_apart_from_a_hard_one(tmp_path):
+    result, conn, key = run_steps(
+        tmp_path, [Loop(20, plate_strip(), counts_cycles=True)],
+        failure=FailureCriteria(short_below_V=0.002, short_drop_fraction=0.4),
+        short_at_charge_C=5 * Q1, short_kind="soft")
+    assert result.reasons[0] == "short_soft"
+
+
+def test_overpotential_divergence_ends_a_carbonate_cell(tmp_path):
+    result, conn, key = run_steps(
+        tmp_path, [Loop(300, plate_strip(), counts_cycles=True)], electrolyte=CARBONATE,
+        failure=FailureCriteria(divergence_factor=1.3, divergence_reference_cycles=3))
+    assert result.reasons[0] == "overpotential_divergence"
+    ch = get_channels(conn, key)[0]
+    assert ch["end_reason"] == "overpotential_divergence"
+    steps = get_steps(conn, key, 0)
+    first = sum(s["e_mean_abs_V"] for s in steps[:6]) / 6
+    assert steps[-1]["e_mean_abs_V"] > 1.3 * first * 0.98
+    assert math.isfinite(first)
+
+
+def test_expected_end_counts_as_completed(tmp_path):
+    result, _, _ = run_steps(
+        tmp_path, [Loop(20, plate_strip(), counts_cycles=True)],
+        failure=FailureCriteria(short_below_V=0.005), short_at_charge_C=3 * Q1,
+        expected_ends=("short_hard",))
+    assert result.reasons[0] == "short_hard" and result.status == "completed"
