@@ -57,9 +57,13 @@ def plate_strip(q: float = Q1) -> tuple[ConstantCurrent, ConstantCurrent]:
             cc(1.13, EndCondition("charge", q), label="strip", half="strip"))
 
 
+NO_FAILURE = FailureCriteria()
+WINDOW_1V = Safety(-1.0, 1.0, 0.01)
+
+
 def run_steps(tmp_path: Path, steps, *, cell_type="symmetric", electrolyte=GLYME,
-              failure=FailureCriteria(), safety=Safety(-1.0, 1.0, 0.01), outcome=None,
-              expected_ends=(), **overrides):
+              failure=NO_FAILURE, safety=WINDOW_1V, outcome=None, expected_ends=(),
+              **overrides):
     """One channel, one simulated cell (with model overrides), the whole stack."""
     spec = CellSpec(0, "cell", cell_type, AREA, electrolyte)
     plan = Plan("sequence", "steps test", safety, (ChannelPlan(spec, tuple(steps)),),
@@ -172,7 +176,7 @@ def test_hard_short_ends_the_channel_with_its_reason(tmp_path):
 
 
 def test_soft_short_is_told_apart_from_a_hard_one(tmp_path):
-    result, conn, key = run_steps(
+    result, _, _ = run_steps(
         tmp_path, [Loop(20, plate_strip(), counts_cycles=True)],
         failure=FailureCriteria(short_below_V=0.002, short_drop_fraction=0.4),
         short_at_charge_C=5 * Q1, short_kind="soft")
