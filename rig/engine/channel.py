@@ -111,9 +111,18 @@ class ChannelRunner:
         self.driver = driver
         self.link = link
         self.state = ChannelState()
-        self.pause_requested = False
-        self.abort_requested = False
+        self.pause_requested = False   # by a person (commands table)
+        self.hold_requested = False    # by a station interlock; independent of a pause
+        self.end_requested: str | None = None  # "aborted", "overpressure", ...
         self.resume: Resume | None = None
+
+    @property
+    def holding(self) -> bool:
+        return self.pause_requested or self.hold_requested
+
+    @property
+    def abort_requested(self) -> bool:
+        return self.end_requested is not None
 
     def request(self, command: str) -> None:
         """pause / resume / abort, from the commands table (acted on at the next read)."""
@@ -122,7 +131,12 @@ class ChannelRunner:
         elif command == "resume":
             self.pause_requested = False
         elif command == "abort":
-            self.abort_requested = True
+            self.end_requested = "aborted"
+
+    def request_end(self, reason: str) -> None:
+        """End the channel at its next read (output off first), e.g. on overpressure."""
+        if self.end_requested is None:
+            self.end_requested = reason
 
     # ---- the plan --------------------------------------------------------------------------
     async def run(self) -> str:
@@ -417,7 +431,7 @@ class ChannelRunner:
             if n:
                 self.state.last_e, self.state.last_i = e, i
                 ctx.progress.sample(ch, t0 + last_ts, e, i)
-            if hit is not None or self.abort_requested or self.pause_requested:
+            if hit is not None or self.end_requested or self.holding:
                 if not ended:
                     await self.link.call(self.driver.abort)
                 break
@@ -430,32 +444,42 @@ class ChannelRunner:
         totals.n += n
         if n:
             totals.e_end = e
-        if self.abort_requested:
-            await self._safe_off()
-            ctx.writer.event(run_key, ch, clock.now(), "warning", "aborted",
-                             f"channel {ch} aborted by command: output off")
-            raise ChannelEnded("aborted")
+        if self.end_requested:
+            await self._end_now()
         if hit is not None:
             return self._result(step, totals, hit.kind, hit.then)
-        if self.pause_requested and not ended:
+        if self.holding and not ended:
             return None
         if last_ts >= duration - 1e-6 or (charge_end and abs(q) >= q_end * 0.999):
             return self._result(step, totals, "charge" if charge_end is not None else "time")
-        if self.pause_requested:
+        if self.holding:
             return None
         return self._result(step, totals, "instrument_stopped")
 
+    async def _end_now(self) -> None:
+        """An end asked from outside the plan (abort, overpressure): output off, then log."""
+        await self._safe_off()
+        ctx, reason = self.ctx, self.end_requested or "aborted"
+        ctx.writer.event(ctx.run_key, self.channel, ctx.clock.now(), "warning", reason,
+                         f"channel {self.channel} ended ({reason}): output off")
+        raise ChannelEnded(reason)
+
     async def _hold(self, interval_s: float = 10.0) -> None:
-        """Paused: open circuit and keep recording, until resumed or aborted."""
+        """Paused or held by an interlock: open circuit and keep recording, until neither."""
         ctx, ch, clock = self.ctx, self.channel, self.ctx.clock
-        self.state.status = "paused"
-        ctx.writer.channel_status(ctx.run_key, ch, "paused")
-        ctx.writer.event(ctx.run_key, ch, clock.now(), "info", "paused",
-                         f"channel {ch} paused: holding at open circuit")
+        status = "paused" if self.pause_requested else "held"
+        self.state.status = status
+        ctx.writer.channel_status(ctx.run_key, ch, status)
+        ctx.writer.event(ctx.run_key, ch, clock.now(), "info", status,
+                         f"channel {ch} {status}: holding at open circuit")
         recorder = Recorder(RecordRule(every_s=interval_s))
         window = ctx.read_window(interval_s)
         ended = True
-        while self.pause_requested and not self.abort_requested:
+        while self.holding and not self.end_requested:
+            now_status = "paused" if self.pause_requested else "held"
+            if now_status != self.state.status:  # a pause inside a hold, or the reverse
+                self.state.status = now_status
+                ctx.writer.channel_status(ctx.run_key, ch, now_status)
             if ended:
                 await self.link.call(self.driver.start_open_circuit, interval_s, 1e7)
                 t0, ended = clock.now(), False
@@ -469,11 +493,8 @@ class ChannelRunner:
                 ctx.writer.samples(ctx.run_key, ch, rows)
         if not ended:
             await self.link.call(self.driver.abort)
-        if self.abort_requested:
-            await self._safe_off()
-            ctx.writer.event(ctx.run_key, ch, clock.now(), "warning", "aborted",
-                             f"channel {ch} aborted by command while paused: output off")
-            raise ChannelEnded("aborted")
+        if self.end_requested:
+            await self._end_now()
         self.state.status = "running"
         ctx.writer.channel_status(ctx.run_key, ch, "running")
         ctx.writer.event(ctx.run_key, ch, clock.now(), "info", "resumed", f"channel {ch} resumed")

@@ -17,7 +17,14 @@ from drivers.base import InstrumentError
 from protocols.plan import Plan, plan_from_json
 from rig.clock import RealClock, VirtualClock
 from rig.engine.channel import ChannelRunner, Resume, StepTotals
-from rig.engine.run import HEARTBEAT_STALE_S, NoProgress, RunResult, context_for, drive
+from rig.engine.run import (
+    HEARTBEAT_STALE_S,
+    NoProgress,
+    RunResult,
+    context_for,
+    drive,
+    pressure_sensors_of,
+)
 from rig.station import Station
 from rig.store import RunWriter, get_channels, get_checkpoint
 
@@ -111,7 +118,7 @@ async def take_over(run: dict[str, Any], conn: sqlite3.Connection, *, station: S
                  f"outputs forced off; no data from t={gap_from:.0f} to {clock.now():.0f} "
                  f"({clock.now() - gap_from:.0f} s gap)")
     ctx = context_for(plan, clock=clock, writer=writer, run_key=run_key, run_id=run["id"],
-                      progress=progress)
+                      progress=progress, pressure_sensors=pressure_sensors_of(station))
     status = {c["channel"]: c for c in get_channels(conn, run_key)}
     runners, already = [], {}
     progress.run_started(run["id"], plan)
@@ -129,4 +136,4 @@ async def take_over(run: dict[str, Any], conn: sqlite3.Connection, *, station: S
             # an unfinished step continues under its own number
             runner.state.step_no = point.step_no - (0 if point.step_done else 1)
         runners.append(runner)
-    return await drive(ctx, runners, plan, already)
+    return await drive(ctx, runners, plan, already, station=station)

@@ -18,6 +18,7 @@ from protocols.plan import CellSpec, FailureCriteria, Plan, Safety
 from rig import __version__
 from rig.clock import RealClock, VirtualClock
 from rig.engine.channel import ChannelRunner
+from rig.engine.sensors import SensorHub
 from rig.station import Station
 from rig.store import (
     RunWriter,
@@ -61,6 +62,7 @@ class RunContext:
     failure: FailureCriteria = field(default_factory=FailureCriteria)
     outcome: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    pressure_sensors: dict[int, str] = field(default_factory=dict)  # channel -> sensor name
     # how often a channel reads its instrument, in clock seconds: on hardware often enough to
     # react; on the virtual clock in batches (the instrument's own cutoffs act in between)
     read_every_s: float = 1.0
@@ -82,8 +84,8 @@ class RunContext:
             ch = runner.channel
             steps = get_steps(conn, self.run_key, ch)
             eis = get_eis(conn, self.run_key, ch)
-            sensors = [r for r in get_sensors(conn, self.run_key)
-                       if r[1].endswith(f"ch{ch}") or r[1] == f"pressure{ch}"]
+            name = self.pressure_sensors.get(ch)
+            sensors = get_sensors(conn, self.run_key, sensor=name) if name else []
             return compute_outcome(self.outcome, steps, reason, self.parameters, eis=eis,
                                    sensors=sensors, cell=runner.plan.cell)
         except Exception as exc:  # noqa: BLE001 -- analysis must never lose the run's end
@@ -128,7 +130,7 @@ async def execute(plan: Plan, *, station: Station, clock: RealClock | VirtualClo
         started_at=clock.now(), clock=station.clock_name(clock),
     )
     ctx = context_for(plan, clock=clock, writer=writer, run_key=run_key, run_id=run_id,
-                      progress=progress)
+                      progress=progress, pressure_sensors=pressure_sensors_of(station))
     runners = []
     for cp in plan.channels:
         hw = station.channel(cp.cell.channel)
@@ -138,7 +140,12 @@ async def execute(plan: Plan, *, station: Station, clock: RealClock | VirtualClo
                  f"run {run_id} started: {plan.name} on {len(runners)} channel(s), "
                  f"pid {os.getpid()} on {socket.gethostname()}")
     progress.run_started(run_id, plan)
-    return await drive(ctx, runners, plan)
+    return await drive(ctx, runners, plan, station=station)
+
+
+def pressure_sensors_of(station: Station) -> dict[int, str]:
+    return {s.channel: s.name for s in getattr(station, "sensors", []) or []
+            if s.kind == "pressure" and s.channel is not None}
 
 
 def context_for(plan: Plan, **kw: Any) -> RunContext:
@@ -147,11 +154,14 @@ def context_for(plan: Plan, **kw: Any) -> RunContext:
 
 
 async def drive(ctx: RunContext, runners: list[ChannelRunner], plan: Plan,
-                already: dict[int, str] | None = None) -> RunResult:
-    """Run the channel tasks with the heartbeat and the command poller; record the end."""
+                already: dict[int, str] | None = None, station: Station | None = None
+                ) -> RunResult:
+    """Run the channel tasks with the heartbeat, the command poller and the station's sensors
+    (and their interlocks); record the end."""
     writer, clock, run_key = ctx.writer, ctx.clock, ctx.run_key
     background = [asyncio.create_task(_heartbeat(writer, run_key)),
-                  asyncio.create_task(_poll_commands(ctx, runners))]
+                  asyncio.create_task(_poll_commands(ctx, runners)),
+                  *SensorHub(ctx, station, runners).tasks()]
     try:
         reasons_list = await asyncio.gather(*(_participate(clock, r) for r in runners))
     finally:
