@@ -22,6 +22,7 @@ from rig.engine.run import (
     NoProgress,
     RunResult,
     context_for,
+    default_sensor_floor,
     drive,
     pressure_sensors_of,
 )
@@ -118,7 +119,8 @@ async def take_over(run: dict[str, Any], conn: sqlite3.Connection, *, station: S
                  f"outputs forced off; no data from t={gap_from:.0f} to {clock.now():.0f} "
                  f"({clock.now() - gap_from:.0f} s gap)")
     ctx = context_for(plan, clock=clock, writer=writer, run_key=run_key, run_id=run["id"],
-                      progress=progress, pressure_sensors=pressure_sensors_of(station))
+                      progress=progress, pressure_sensors=pressure_sensors_of(station),
+                      sensor_floor_s=default_sensor_floor(clock, None))
     status = {c["channel"]: c for c in get_channels(conn, run_key)}
     runners, already = [], {}
     progress.run_started(run["id"], plan)

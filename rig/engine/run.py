@@ -63,6 +63,9 @@ class RunContext:
     outcome: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     pressure_sensors: dict[int, str] = field(default_factory=dict)  # channel -> sensor name
+    # On the virtual clock, sensors are polled at most this often (simulated seconds): each poll
+    # is a real network round trip, and a 400-h demo must not be made of them. 0: as configured.
+    sensor_floor_s: float = 0.0
     # how often a channel reads its instrument, in clock seconds: on hardware often enough to
     # react; on the virtual clock in batches (the instrument's own cutoffs act in between)
     read_every_s: float = 1.0
@@ -76,11 +79,11 @@ class RunContext:
         return await asyncio.to_thread(self._compute_outcome, runner, reason)
 
     def _compute_outcome(self, runner: ChannelRunner, reason: str) -> dict[str, Any] | None:
-        from rig.analysis.outcomes import compute_outcome
-
         self.writer.flush()
         conn = open_reader(self.writer.path)
         try:
+            from rig.analysis.outcomes import compute_outcome
+
             ch = runner.channel
             steps = get_steps(conn, self.run_key, ch)
             eis = get_eis(conn, self.run_key, ch)
@@ -117,9 +120,13 @@ HEARTBEAT_EVERY_S = 2.0
 HEARTBEAT_STALE_S = 15.0  # a run whose heartbeat is older than this has no live engine
 
 
+VIRTUAL_SENSOR_FLOOR_S = 600.0
+
+
 async def execute(plan: Plan, *, station: Station, clock: RealClock | VirtualClock,
                   writer: RunWriter, protocol_text: str, protocol_path: str,
-                  progress: Any = None, run_id: str | None = None) -> RunResult:
+                  progress: Any = None, run_id: str | None = None,
+                  sensor_floor_s: float | None = None) -> RunResult:
     """Run ``plan`` on ``station`` (already opened) and record everything through ``writer``."""
     progress = progress or NoProgress()
     run_id = run_id or new_run_id(time.time())
@@ -130,7 +137,8 @@ async def execute(plan: Plan, *, station: Station, clock: RealClock | VirtualClo
         started_at=clock.now(), clock=station.clock_name(clock),
     )
     ctx = context_for(plan, clock=clock, writer=writer, run_key=run_key, run_id=run_id,
-                      progress=progress, pressure_sensors=pressure_sensors_of(station))
+                      progress=progress, pressure_sensors=pressure_sensors_of(station),
+                      sensor_floor_s=default_sensor_floor(clock, sensor_floor_s))
     runners = []
     for cp in plan.channels:
         hw = station.channel(cp.cell.channel)
@@ -141,6 +149,12 @@ async def execute(plan: Plan, *, station: Station, clock: RealClock | VirtualClo
                  f"pid {os.getpid()} on {socket.gethostname()}")
     progress.run_started(run_id, plan)
     return await drive(ctx, runners, plan, station=station)
+
+
+def default_sensor_floor(clock: RealClock | VirtualClock, asked: float | None) -> float:
+    if asked is not None:
+        return asked
+    return VIRTUAL_SENSOR_FLOOR_S if clock.is_virtual else 0.0
 
 
 def pressure_sensors_of(station: Station) -> dict[int, str]:

@@ -4,6 +4,7 @@ interlocks that hold or end channels."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,10 @@ class SensorHub:
         self.runners = runners
         self.by_channel = {r.channel: r for r in runners}
         limits = atmosphere_limits(getattr(station, "interlocks", None))
+        self.floor_s = ctx.sensor_floor_s
+        if self.floor_s > 0:  # polled less often than configured: silence means later
+            limits = dataclasses.replace(limits, sensor_timeout_s=max(
+                limits.sensor_timeout_s, 2.5 * self.floor_s))
         self.atmosphere = AtmosphereInterlock(limits, ctx.clock.now())
         self.timeout_s = limits.sensor_timeout_s
         self.latest: dict[str, tuple[float, float]] = {}
@@ -69,7 +74,7 @@ class SensorHub:
                     self._atmosphere(sensor, t, value)
                 else:
                     self._pressure(sensor, t, value)
-                await clock.sleep_until(t + sensor.poll_interval_s)
+                await clock.sleep_until(t + max(sensor.poll_interval_s, self.floor_s))
 
     # ---- readings --------------------------------------------------------------------------
     def _atmosphere(self, sensor: Any, t: float, value: dict[str, float] | None) -> None:
