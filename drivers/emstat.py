@@ -391,6 +391,9 @@ class EmStat4:
         self._next = 0
         self._tail = ""               # a partial line
         self._run: _Run | None = None
+        # packages that could not be parsed: skipped (the stream stays in step), kept here
+        # with the reason so the caller can log each one; the caller empties the list
+        self.rejected: list[str] = []
         self._discard_input()
 
     def __enter__(self) -> Self:
@@ -632,16 +635,14 @@ class EmStat4:
         lines, i = self._lines, self._next
         stop = min(len(lines), i + n)
         j = i
-        try:
-            while j < stop and lines[j][:1] == "P":
+        while j < stop and lines[j][:1] == "P":
+            try:
                 out.append(parse(lines[j]))
-                j += 1
-        except InstrumentProtocolError:
-            j += 1  # the bad package counts as taken: the schedule stays in step
-            raise
-        finally:
-            self._next = j
-            run.received += j - i
+            except InstrumentProtocolError as exc:  # a garbled package: skip it, keep the rest
+                self.rejected.append(f"{exc}")
+            j += 1
+        self._next = j
+        run.received += j - i
 
     def _read_to_end(self, read: Callable[..., tuple[list[T], bool]]) -> list[T]:
         """Follow a running script on the wall clock until it ends."""

@@ -357,13 +357,13 @@ def test_a_refused_script_raises_and_leaves_nothing_running(replay: Make) -> Non
     es.output_off()  # no abort first: nothing runs
 
 
-def test_a_garbled_package_raises_a_protocol_error(replay: Make) -> None:
-    garbled = cp_package(1).replace(b";ab", b";a?", 1)
-    es, _ = replay([(CP_SCRIPT, ACCEPTED_CP + garbled), (ABORT, b"Z\n" + END)])
+def test_a_garbled_package_is_skipped_and_reported_the_good_ones_kept(replay: Make) -> None:
+    garbled = cp_package(2).replace(b";ab", b";a?", 1)
+    es, _ = replay([(CP_SCRIPT, ACCEPTED_CP + cp_package(1) + garbled + cp_package(3) + END)])
     start_cp(es)
-    with pytest.raises(InstrumentProtocolError, match="a\\?"):
-        es.read_samples(1)
-    es.abort()
+    samples, ended = es.read_samples(3)
+    assert [s.t_s for s in samples] == [1.0, 3.0] and ended
+    assert len(es.rejected) == 1 and "a?" in es.rejected[0]
 
 
 def test_silence_mid_stream_raises_a_timeout_and_output_off_recovers(replay: Make) -> None:

@@ -202,3 +202,38 @@ def test_expected_end_counts_as_completed(tmp_path):
         failure=FailureCriteria(short_below_V=0.005), short_at_charge_C=3 * Q1,
         expected_ends=("short_hard",))
     assert result.reasons[0] == "short_hard" and result.status == "completed"
+
+
+def test_a_run_through_a_faulty_wire_completes_with_every_fault_logged(tmp_path):
+    """Truncated packages on the wire: each is skipped by the driver and logged by the engine;
+    every other sample is kept and the charge-limited half-cycles still pass their charge."""
+    from rig.sim.emstat import FaultProfile
+
+    spec = CellSpec(0, "cell", "symmetric", AREA, GLYME)
+    plan = Plan("sequence", "faults", WINDOW_1V,
+                (ChannelPlan(spec, (Loop(3, plate_strip(), counts_cycles=True),)),))
+    clock = VirtualClock()
+    cell = NaCell("symmetric", AREA, electrolyte_for(GLYME), seed=3)
+    sim = SimulatedEmStat4(cell, clock, fault=FaultProfile(truncated_package=0.01, seed=5))
+    sim.start()
+    station = Station("test", True, {0: ChannelHardware(EmStat4(sim.port), Link("ch0"), "sim")},
+                      [sim])
+    writer = RunWriter(tmp_path / "s.db")
+    try:
+        result = asyncio.run(execute(plan, station=station, clock=clock, writer=writer,
+                                     protocol_text="", protocol_path="test"))
+    finally:
+        station.close()
+        writer.close()
+    injected = sim.faults_injected["truncated_package"]
+    assert injected > 10
+    conn = open_reader(tmp_path / "s.db")
+    logged = [e for e in get_events(conn, result.run_key, 0) if e["kind"] == "garbled_package"]
+    assert result.status == "completed"
+    steps = [s for s in get_steps(conn, result.run_key, 0) if s["half_cycle"]]
+    acquired = sum(s["n_samples"] for s in steps)
+    # a package cut exactly before a field can still parse; every other one is logged
+    assert injected * 0.8 <= len(logged) <= injected
+    assert acquired + len(logged) == pytest.approx(6 * 360, abs=6)
+    for s in steps:
+        assert abs(s["charge_C"]) == pytest.approx(Q1, rel=0.01)

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from drivers.base import InstrumentError, Potentiostat, Sample
+from drivers.base import InstrumentError, InstrumentTimeout, Potentiostat, Sample
 from protocols.plan import (
     ChannelPlan,
     ConstantCurrent,
@@ -397,7 +397,7 @@ class ChannelRunner:
             target = min(t0 + duration, clock.now() + window)
             await clock.sleep_until(target)
             until = target - t0 if target < t0 + duration else math.inf
-            samples, ended = await self.link.call(self.driver.read_samples, until)
+            samples, ended = await self._read(until)
             rows = []
             for s in samples:
                 e, i, ts = s.potential_V, s.current_A, s.t_s
@@ -455,6 +455,29 @@ class ChannelRunner:
         if self.holding:
             return None
         return self._result(step, totals, "instrument_stopped")
+
+    async def _read(self, until: float, tolerated_timeouts: int = 3) -> tuple[list[Sample], bool]:
+        """The streaming read, with the instrument's hiccups logged: a garbled package is
+        skipped by the driver and logged here; a few timeouts in a row are waited out (a slow
+        instrument), more mean the instrument is gone (the caller puts the cell in a safe
+        state)."""
+        ctx = self.ctx
+        for attempt in range(tolerated_timeouts + 1):
+            try:
+                samples, ended = await self.link.call(self.driver.read_samples, until)
+                break
+            except InstrumentTimeout as exc:
+                if attempt == tolerated_timeouts:
+                    raise
+                ctx.writer.event(ctx.run_key, self.channel, ctx.clock.now(), "warning",
+                                 "instrument_timeout", f"{exc}; waiting again")
+        rejected = getattr(self.driver, "rejected", None)
+        if rejected:
+            for why in rejected:
+                ctx.writer.event(ctx.run_key, self.channel, ctx.clock.now(), "warning",
+                                 "garbled_package", f"package skipped: {why}")
+            rejected.clear()
+        return samples, ended
 
     async def _end_now(self) -> None:
         """An end asked from outside the plan (abort, overpressure): output off, then log."""

@@ -505,6 +505,8 @@ class _Faults:
         self.commands = random.Random(f"{profile.seed}:commands")
         self.output = random.Random(f"{profile.seed}:output")
         self.dead_until = -math.inf
+        self.injected = {"truncated_package": 0, "garbled_line": 0, "no_reply": 0,
+                         "disconnect": 0}  # what was done to the wire, for tests to check
 
     def command_fate(self, now: float) -> str:
         """'dead' (ignore, port dead), 'drop' (no reply) or 'ok'."""
@@ -513,8 +515,10 @@ class _Faults:
             return "dead"
         if p.disconnect and self.commands.random() < p.disconnect:
             self.dead_until = now + p.dead_for_s
+            self.injected["disconnect"] += 1
             return "dead"
         if p.no_reply and self.commands.random() < p.no_reply:
+            self.injected["no_reply"] += 1
             return "drop"
         return "ok"
 
@@ -524,9 +528,11 @@ class _Faults:
         for line in lines:
             if p.truncated_package and line.startswith("P") and rng.random() < p.truncated_package:
                 line = line[: rng.randrange(1, len(line))]
+                self.injected["truncated_package"] += 1
             if p.garbled_line and line and rng.random() < p.garbled_line:
                 i = rng.randrange(len(line))
                 line = line[:i] + "?" + line[i + 1:]
+                self.injected["garbled_line"] += 1
             out.append(line)
         return out
 
@@ -568,6 +574,11 @@ class SimulatedEmStat4:
         self._collecting: list[str] | None = None  # lines of an `e` script being received
 
     # --- lifecycle
+    @property
+    def faults_injected(self) -> dict[str, int]:
+        """How many of each wire fault this simulator has put on the wire so far."""
+        return dict(self._faults.injected) if self._faults else {}
+
     def start(self) -> Self:
         if self._started or self._closed:
             return self
