@@ -99,3 +99,14 @@ def test_validate_schema_is_json_schema_for_editors(tmp_path):
     schema = json.loads(out.stdout)
     assert schema["$schema"].startswith("https://json-schema.org/")
     assert "plating_stripping" in out.stdout
+
+
+def test_currents_beyond_the_instrument_range_are_refused_before_anything_runs(tmp_path):
+    big = tmp_path / "big.toml"
+    big.write_text(SMALL.replace('"1 mA/cm^2"', '"50 mA/cm^2"'))
+    for cmd in (("validate", str(big)), ("run", str(big))):
+        out = rig(*cmd, db=tmp_path / "s.db")
+        assert out.returncode == 2 and "Traceback" not in out.stderr
+        assert f"{big}: cells[0] (G1, channel 0): current 56.5 mA" in out.stderr
+        assert "exceeds the 30 mA range" in out.stderr
+    assert not (tmp_path / "s.db").exists()
