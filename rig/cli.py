@@ -81,9 +81,11 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a protocol file and print its plan")
     validate.add_argument("protocol", nargs="?")
+    validate.add_argument("--station", help="check currents against this station's instruments")
     validate.add_argument("--schema", action="store_true",
                           help="print the JSON Schema of protocol files (for editors)")
     validate.set_defaults(func=cmd_validate)
+    _station_parsers(sub)
     return p
 
 
@@ -109,6 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rig.engine.run import execute
     from rig.station import StationError, load_station, simulated_station
     from rig.store import RunWriter
+    from rig.validate import check_ranges
 
     loaded = _load(args.protocol)
     try:
@@ -116,10 +119,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     try:
-        station = (load_station(args.station) if args.station
+        station = (load_station(args.station, clock) if args.station
                    else simulated_station(loaded.plan, clock, seed=args.seed))
     except StationError as exc:
         raise UsageError(str(exc)) from None
+    problems = check_ranges(loaded.plan, {
+        n: (hw.instrument, hw.driver.ranges) for n, hw in station.channels.items()},
+        str(args.protocol))
+    if problems:  # nothing has been switched on yet
+        station.close()
+        raise UsageError("\n".join(problems))
     db = _db_path(args.db)
     console = RunConsole()
     writer = RunWriter(db)
@@ -343,9 +352,137 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not args.protocol:
         raise UsageError("validate: give a protocol file, or --schema")
+    from drivers.emstat import EMSTAT4_LR_RANGES
+    from rig.validate import check_ranges
+
     loaded = _load(args.protocol)
+    ranges = {cp.cell.channel: ("simulated EmStat4", EMSTAT4_LR_RANGES)
+              for cp in loaded.plan.channels}
+    if getattr(args, "station", None):
+        ranges = _station_ranges(args.station)
+    problems = check_ranges(loaded.plan, ranges, str(args.protocol))
+    if problems:
+        raise UsageError("\n".join(problems))
     print(summarize(loaded.plan))
     return EXIT_OK
+
+
+def _station_ranges(path: str) -> dict[int, tuple[str, Any]]:
+    """Each channel's instrument and its ranges, from a station file (nothing is opened)."""
+    from rig.station import StationError, station_ranges
+
+    try:
+        return station_ranges(path)
+    except StationError as exc:
+        raise UsageError(str(exc)) from None
+
+
+# ---- rig station check | rig sim serve ----------------------------------------------------------
+def _station_parsers(sub: Any) -> None:
+    station = sub.add_parser("station", help="station files: check one against its instruments")
+    station_sub = station.add_subparsers(dest="station_command", required=True)
+    check = station_sub.add_parser(
+        "check", help="open, identify and read every instrument and sensor once (exit 3 if any "
+        "fails)")
+    check.add_argument("station", nargs="?",
+                       help="station file (default: the built-in simulated station)")
+    check.add_argument("--protocol", help="without a station file: simulate the station for "
+                       "this protocol's cells (default: one glyme Na||Na cell with a holder)")
+    check.add_argument("--seed", type=int, default=0, help="seed of the simulated cells")
+    check.set_defaults(func=cmd_station_check)
+
+    sim = sub.add_parser("sim", help="the simulated instruments")
+    sim_sub = sim.add_subparsers(dest="sim_command", required=True)
+    serve = sim_sub.add_parser(
+        "serve", help="serve simulated instruments to other processes; prints a station file "
+        "that points at them; runs until Ctrl-C or SIGTERM")
+    serve.add_argument("station", nargs="?", help="station file whose instruments to simulate "
+                       "(default: the built-in simulated station)")
+    serve.add_argument("--protocol", help="the cells to simulate, by channel (default: one glyme "
+                       "Na||Na cell with a 5 mL holder on channel 0)")
+    serve.add_argument("--clock", default="real", help="real | xN (accelerated real time)")
+    serve.add_argument("--out", help="also write the station file here")
+    serve.add_argument("--seed", type=int, default=0, help="seed of the simulated cells")
+    serve.set_defaults(func=cmd_sim_serve)
+
+
+def _quiet_pymodbus() -> None:
+    """pymodbus logs every failed attempt on stderr; these commands report failures themselves."""
+    import logging
+
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+
+def cmd_station_check(args: argparse.Namespace) -> int:
+    from rig.clock import RealClock
+    from rig.station import (
+        StationError,
+        check_station,
+        dummy_plan,
+        format_check,
+        read_station_file,
+    )
+
+    _quiet_pymodbus()
+    clock = RealClock()
+    if args.station:
+        if args.protocol:
+            raise UsageError("station check: --protocol is for the simulated station; a station "
+                             "file names its own instruments")
+        try:
+            config = read_station_file(args.station)
+        except StationError as exc:
+            raise UsageError(str(exc)) from None
+        print(f"station {config.name} ({args.station}):", flush=True)
+        results = check_station(config, clock)
+    else:
+        from rig.sim.serve import SimulatedInstruments, builtin_station_data
+
+        plan = _load(args.protocol).plan if args.protocol else dummy_plan()
+        try:
+            sims = SimulatedInstruments(builtin_station_data(plan), plan, clock, args.seed)
+        except StationError as exc:
+            raise UsageError(str(exc)) from None
+        print("the simulated station (built-in, served in this process):", flush=True)
+        try:
+            results = check_station(sims.config, clock)
+        finally:
+            sims.close()
+    print(format_check(results))
+    return EXIT_OK if all(r.ok for r in results) else EXIT_INSTRUMENT
+
+
+def cmd_sim_serve(args: argparse.Namespace) -> int:
+    import tomllib
+
+    from rig.clock import RealClock, make_clock
+    from rig.sim.serve import builtin_station_data, serve
+    from rig.station import StationError, dummy_plan, parse_station
+
+    _quiet_pymodbus()
+    try:
+        clock = make_clock(args.clock, simulated=False)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if not isinstance(clock, RealClock):
+        raise UsageError("sim serve: --clock must be real or xN: other processes talk to the "
+                         "instruments in real time")
+    plan = _load(args.protocol).plan if args.protocol else None
+    try:
+        if args.station:
+            try:
+                text = Path(args.station).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise UsageError(f"{args.station}: cannot read the file: {exc}") from None
+            parse_station(text, args.station)  # every problem, with its path, before serving
+            data = tomllib.loads(text)
+        else:
+            plan = plan or dummy_plan()
+            data = builtin_station_data(plan)
+        return serve(data, plan, clock, seed=args.seed, out=Path(args.out) if args.out else None,
+                     source=args.station or "<built-in>")
+    except StationError as exc:
+        raise UsageError(str(exc)) from None
 
 
 if __name__ == "__main__":

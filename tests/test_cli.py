@@ -110,3 +110,30 @@ def test_currents_beyond_the_instrument_range_are_refused_before_anything_runs(t
         assert f"{big}: cells[0] (G1, channel 0): current 56.5 mA" in out.stderr
         assert "exceeds the 30 mA range" in out.stderr
     assert not (tmp_path / "s.db").exists()
+
+
+def test_validate_against_a_station_file_uses_each_channels_instrument(tmp_path):
+    station = tmp_path / "station.toml"
+    station.write_text("""
+name = "bench"
+[[instruments]]
+name = "es4-a"
+driver = "emstat4"
+port = "/dev/ttyUSB0"
+[[instruments]]
+name = "smu"
+driver = "keithley2450"
+resource = "TCPIP0::192.0.2.1::5025::SOCKET"
+[[channels]]
+channel = 0
+instrument = "smu"
+[[channels]]
+channel = 1
+instrument = "es4-a"
+""")
+    big = tmp_path / "big.toml"
+    big.write_text(SMALL.replace('"1 mA/cm^2"', '"50 mA/cm^2"'))
+    out = rig("validate", str(big), "--station", str(station), db=tmp_path / "s.db")
+    assert out.returncode == 2
+    assert "cells[0]" not in out.stderr  # the 2450 sources 56.5 mA
+    assert "cells[1] (C1, channel 1): current 56.5 mA" in out.stderr and "es4-a" in out.stderr

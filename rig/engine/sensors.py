@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from rig.engine.run import RunContext
 
 
+MIN_SILENCE_WALL_S = 10.0
+
+
 def atmosphere_limits(interlocks: Any) -> AtmosphereLimits:
     """The station's interlock settings (any object with these fields), or the defaults."""
     if interlocks is None:
@@ -42,9 +45,12 @@ class SensorHub:
         self.by_channel = {r.channel: r for r in runners}
         limits = atmosphere_limits(getattr(station, "interlocks", None))
         self.floor_s = ctx.sensor_floor_s
-        if self.floor_s > 0:  # polled less often than configured: silence means later
-            limits = dataclasses.replace(limits, sensor_timeout_s=max(
-                limits.sensor_timeout_s, 2.5 * self.floor_s))
+        # silence means "unsafe" only after a while: later when polled less often than
+        # configured, and never sooner than a few wall seconds on an accelerated clock (a
+        # driver's own timeout and retries are wall time)
+        speed = getattr(ctx.clock, "speed", 1.0)
+        timeout = max(limits.sensor_timeout_s, 2.5 * self.floor_s, MIN_SILENCE_WALL_S * speed)
+        limits = dataclasses.replace(limits, sensor_timeout_s=timeout)
         self.atmosphere = AtmosphereInterlock(limits, ctx.clock.now())
         self.timeout_s = limits.sensor_timeout_s
         self.latest: dict[str, tuple[float, float]] = {}
