@@ -64,9 +64,13 @@ class RealClock:
     def now(self) -> float:
         return self._t0 + (time.time() - self._wall0) * self.speed
 
-    async def sleep_until(self, t: float) -> None:
-        delay = (t - self.now()) / self.speed
-        await asyncio.sleep(max(0.0, delay))
+    async def sleep_until(self, t: float, wake: asyncio.Future | None = None) -> None:
+        """Sleep until ``t``, or until ``wake`` completes (a nudge: act now)."""
+        delay = max(0.0, (t - self.now()) / self.speed)
+        if wake is None:
+            await asyncio.sleep(delay)
+        elif not wake.done():
+            await asyncio.wait((wake,), timeout=delay)
 
     async def sleep(self, dt: float) -> None:
         await asyncio.sleep(max(0.0, dt) / self.speed)
@@ -132,13 +136,23 @@ class VirtualClock:
     async def sleep(self, dt: float) -> None:
         await self.sleep_until(self._now + max(0.0, dt))
 
-    async def sleep_until(self, t: float) -> None:
-        if t <= self._now:
+    async def sleep_until(self, t: float, wake: asyncio.Future | None = None) -> None:
+        """Sleep until the clock reaches ``t``, or until ``wake`` completes (a nudge: the
+        sleeper stops counting as asleep before any jump can happen)."""
+        if t <= self._now or (wake is not None and wake.done()):
             await asyncio.sleep(0)  # still a scheduling point, as on a real clock
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._heap, (t, next(self._seq), fut))
         self._sleeping += 1
+
+        def on_wake(_: object) -> None:
+            if not fut.done():
+                self._sleeping -= 1
+                fut.set_result(None)
+
+        if wake is not None:
+            wake.add_done_callback(on_wake)
         self._maybe_jump()
         try:
             await fut
@@ -147,6 +161,9 @@ class VirtualClock:
                 self._sleeping -= 1
                 fut.cancel()
             raise
+        finally:
+            if wake is not None:
+                wake.remove_done_callback(on_wake)
 
     def _maybe_jump(self) -> None:
         if self._jump_scheduled or not self._heap:
@@ -159,7 +176,7 @@ class VirtualClock:
 
     def _jump(self) -> None:
         self._jump_scheduled = False
-        while self._heap and self._heap[0][2].cancelled():
+        while self._heap and self._heap[0][2].done():  # woken early or cancelled
             heapq.heappop(self._heap)
         if not self._heap or self._sleeping < self._participants or self._sleeping == 0:
             return

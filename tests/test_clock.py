@@ -137,3 +137,28 @@ def test_make_clock_parses_specs_and_rejects_others():
     assert make_clock("x60", simulated=True).speed == 60.0
     with pytest.raises(ValueError, match="virtual, real, xN"):
         make_clock("fast", simulated=True)
+
+
+async def test_a_woken_sleeper_holds_time_until_it_sleeps_again():
+    """A nudge (an interlock, a command) wakes a participant at the current time; the clock must
+    not jump past that time while the woken participant acts."""
+    clock = VirtualClock(start=0.0)
+    seen: list[tuple[str, float]] = []
+    wake = asyncio.get_running_loop().create_future()
+
+    async def channel() -> None:
+        with clock.participant():
+            await clock.sleep_until(1000.0, wake)
+            seen.append(("woken", clock.now()))
+            await asyncio.sleep(0.01)  # acting on the nudge (e.g. an instrument call)
+            seen.append(("acted", clock.now()))
+
+    async def sensor() -> None:
+        with clock.participant():
+            await clock.sleep_until(30.0)
+            wake.set_result(None)  # the interlock trips at t = 30
+            await clock.sleep_until(60.0)
+            seen.append(("sensor", clock.now()))
+
+    await asyncio.gather(channel(), sensor())
+    assert seen[:2] == [("woken", 30.0), ("acted", 30.0)]

@@ -6,6 +6,7 @@ output off first and logs second. Charge, end conditions and the recording rule 
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -115,6 +116,28 @@ class ChannelRunner:
         self.hold_requested = False    # by a station interlock; independent of a pause
         self.end_requested: str | None = None  # "aborted", "overpressure", ...
         self.resume: Resume | None = None
+        self._wake: asyncio.Future[None] | None = None
+        self._nudged = False
+
+    def nudge(self) -> None:
+        """Wake the channel now (a command or an interlock wants it to act before its next
+        planned read)."""
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+        else:
+            self._nudged = True
+
+    async def _sleep_until(self, t: float) -> float:
+        """Sleep on the clock until ``t``, or until nudged; returns the time woken at."""
+        clock = self.ctx.clock
+        if not self._nudged:
+            self._wake = asyncio.get_running_loop().create_future()
+            try:
+                await clock.sleep_until(t, self._wake)
+            finally:
+                self._wake = None
+        self._nudged = False
+        return min(t, clock.now())
 
     @property
     def holding(self) -> bool:
@@ -132,11 +155,13 @@ class ChannelRunner:
             self.pause_requested = False
         elif command == "abort":
             self.end_requested = "aborted"
+        self.nudge()
 
     def request_end(self, reason: str) -> None:
         """End the channel at its next read (output off first), e.g. on overpressure."""
         if self.end_requested is None:
             self.end_requested = reason
+        self.nudge()
 
     # ---- the plan --------------------------------------------------------------------------
     async def run(self) -> str:
@@ -322,8 +347,8 @@ class ChannelRunner:
                        for k in range(n_points))  # the instrument's own pace, roughly
         t0, ended, n = clock.now(), False, 0
         while not ended:
-            target = min(t0 + expected, clock.now() + ctx.read_window(1.0))
-            await clock.sleep_until(target)
+            target = await self._sleep_until(min(t0 + expected,
+                                                 clock.now() + ctx.read_window(1.0)))
             until = target - t0 if target < t0 + expected else math.inf
             points, ended = await self.link.call(self.driver.read_eis, until)
             if points:
@@ -394,8 +419,7 @@ class ChannelRunner:
         hit: EndCondition | None = None
         ended = False
         while not ended:
-            target = min(t0 + duration, clock.now() + window)
-            await clock.sleep_until(target)
+            target = await self._sleep_until(min(t0 + duration, clock.now() + window))
             until = target - t0 if target < t0 + duration else math.inf
             samples, ended = await self._read(until)
             rows = []
@@ -506,8 +530,7 @@ class ChannelRunner:
             if ended:
                 await self.link.call(self.driver.start_open_circuit, interval_s, 1e7)
                 t0, ended = clock.now(), False
-            target = clock.now() + window
-            await clock.sleep_until(target)
+            target = await self._sleep_until(clock.now() + window)
             samples, ended = await self.link.call(self.driver.read_samples, target - t0)
             rows = [(t0 + s.t_s, self.state.step_no, self.state.cycle, s.potential_V,
                      s.current_A, 0.0) for s in samples

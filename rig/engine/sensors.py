@@ -135,6 +135,7 @@ class SensorHub:
         if tr.action in ("hold", "release"):
             for r in self.runners:
                 r.hold_requested = tr.action == "hold"
+                r.nudge()
 
     def _fault(self, sensor: Any, t: float, exc: InstrumentError) -> None:
         if sensor.name not in self.faulty:  # log the change, not every failed poll

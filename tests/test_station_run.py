@@ -1,0 +1,121 @@
+"""Runs on the whole simulated station: the glovebox interlock holds and releases every
+channel, a silent atmosphere sensor counts as unsafe, a gas holder over its limit ends its cell.
+Everything through the production drivers (MethodSCRIPT on ptys, Modbus TCP, KELLER on ptys)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from protocols.plan import (
+    CellSpec, ChannelPlan, ConstantCurrent, EndCondition, Loop, Plan, RecordRule, Safety,
+)
+from rig.clock import VirtualClock
+from rig.engine.run import execute
+from rig.sim.glovebox import Breach, Dropout
+from rig.station import open_station, simulated_station
+from rig.store import RunWriter, get_events, get_samples, get_sensors, get_steps, open_reader
+
+AREA = 1.13
+Q1 = 3.6 * AREA
+REC = RecordRule(every_s=10.0)
+
+
+def cycling_plan(cycles: int, electrolyte: str = "1 M NaPF6 in diglyme",
+                 headspace_mL: float | None = None) -> Plan:
+    steps = (Loop(cycles, (
+        ConstantCurrent(-1.13e-3, (EndCondition("charge", Q1),), REC, "plate", "plate"),
+        ConstantCurrent(1.13e-3, (EndCondition("charge", Q1),), REC, "strip", "strip"),
+    ), counts_cycles=True),)
+    cell = CellSpec(0, "G1", "symmetric", AREA, electrolyte, headspace_mL)
+    return Plan("sequence", "station run", Safety(-1, 1, 0.01), (ChannelPlan(cell, steps),),
+                total_cycles=cycles)
+
+
+def run(plan: Plan, db: Path, station):
+    clock = station._clock
+    writer = RunWriter(db)
+    try:
+        result = asyncio.run(execute(plan, station=station, clock=clock, writer=writer,
+                                     protocol_text="", protocol_path="test", sensor_floor_s=0))
+    finally:
+        station.close()
+        writer.close()
+    return result, open_reader(db)
+
+
+def station_for(plan: Plan, **kw):
+    clock = VirtualClock()
+    station = simulated_station(plan, clock, seed=2, **kw)
+    station._clock = clock
+    return station
+
+
+def kinds(conn, key) -> list[str]:
+    return [e["kind"] for e in get_events(conn, key) if e["kind"].startswith("interlock")]
+
+
+def test_a_glove_breach_holds_the_channels_then_they_resume_and_complete(tmp_path):
+    plan = cycling_plan(4)
+    station = station_for(plan, glovebox_events=[Breach(2 * 3600, 5.0, 600.0, ("o2",))])
+    result, conn = run(plan, tmp_path / "s.db", station)
+    key = result.run_key
+    assert kinds(conn, key) == ["interlock_hold", "interlock_release"]
+    hold, release = [e for e in get_events(conn, key) if e["kind"].startswith("interlock")]
+    assert "O2" in hold["message"] and 2 * 3600 < hold["t"] - result_start(conn, key) < 2.5 * 3600
+    assert release["t"] - hold["t"] > 600  # the clear spell
+    # held at open circuit, still recording
+    held = [s for s in get_samples(conn, key, 0, t_from=hold["t"] + 60, t_to=release["t"] - 60)]
+    assert held and all(abs(s[4]) < 1e-9 for s in held)
+    # every half-cycle still passed its full charge, and the run completed
+    assert result.status == "completed"
+    for s in get_steps(conn, key, 0):
+        assert abs(s["charge_C"]) == pytest.approx(Q1, rel=0.01)
+    o2 = get_sensors(conn, key, quantity="o2_ppm")
+    assert max(v for *_, v in o2) > 1.0 and min(v for *_, v in o2) < 0.5
+
+
+def result_start(conn, key) -> float:
+    return conn.execute("SELECT started_at FROM runs WHERE key = ?", (key,)).fetchone()[0]
+
+
+def test_an_atmosphere_sensor_without_readings_is_unsafe_after_its_timeout(tmp_path):
+    plan = cycling_plan(3)
+    station = station_for(plan, glovebox_events=[
+        Dropout(3600, 1800, ("o2", "h2o"))])
+    result, conn = run(plan, tmp_path / "s.db", station)
+    events = [e for e in get_events(conn, result.run_key) if e["kind"].startswith("interlock")]
+    assert [e["kind"] for e in events] == ["interlock_hold", "interlock_release"]
+    assert "no valid atmosphere reading" in events[0]["message"]
+    assert result.status == "completed"
+
+
+def test_already_above_threshold_at_start_holds_before_the_first_cycle_ends(tmp_path):
+    plan = cycling_plan(2)
+    station = station_for(plan, glovebox_events=[Breach(0, 3.0, 1200.0, ("h2o",))])
+    result, conn = run(plan, tmp_path / "s.db", station)
+    hold = next(e for e in get_events(conn, result.run_key) if e["kind"] == "interlock_hold")
+    assert hold["t"] - result_start(conn, result.run_key) < 120
+    assert "H2O" in hold["message"] and result.status == "completed"
+
+
+def test_a_gas_holder_over_its_limit_ends_its_cell_with_overpressure(tmp_path):
+    from rig.sim.serve import SimulatedInstruments, builtin_station_data
+
+    plan = cycling_plan(20, electrolyte="1 M NaClO4 in EC:DEC", headspace_mL=0.5)
+    clock = VirtualClock()
+    data = builtin_station_data(plan)
+    for sensor in data["sensors"]:
+        if sensor["kind"] == "pressure":
+            sensor["limit"] = "1.2 bar"
+    sims = SimulatedInstruments(data, plan, clock, 2)
+    station = open_station(sims.config, clock, simulated=True)
+    station.simulation, station.simulators, station._clock = sims, sims.simulators, clock
+    result, conn = run(plan, tmp_path / "s.db", station)
+    assert result.reasons[0] == "overpressure" and result.exit_code == 1
+    events = [e for e in get_events(conn, result.run_key, 0) if e["kind"] == "overpressure"]
+    assert events and "above the holder's limit 1.2000 bar" in events[0]["message"]
+    pressure = get_sensors(conn, result.run_key, quantity="pressure_Pa")
+    assert pressure[-1][3] > 1.2e5
