@@ -20,8 +20,9 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
+from protocols.kinds import ProtocolFile
 from protocols.messages import Problem, describe_all
-from protocols.model import ProtocolBase, ProtocolFile
+from protocols.model import ProtocolBase
 from protocols.plan import Plan
 from protocols.templates import EXPANDERS
 from protocols.templates.common import largest_current
@@ -87,10 +88,10 @@ def load_protocol(path: str | Path) -> LoadedProtocol:
 def parse_protocol(text: str, source_name: str = "<protocol>") -> Plan:
     """Validate protocol TOML text and expand it; ``source_name`` prefixes every error.
 
-    >>> parse_protocol('kind = "nope"', "x.toml")
+    >>> parse_protocol('kind = "nope"', "x.toml")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    protocols.load.ProtocolError: x.toml: kind: "nope" is not one of plating_stripping
+    protocols.load.ProtocolError: x.toml: kind: "nope" is not one of plating_stripping, ...
     """
     model = validate_protocol(parse_toml(text, source_name), source_name)
     plan = EXPANDERS[model.kind](model)  # type: ignore[attr-defined]

@@ -15,7 +15,7 @@ import json
 
 from pydantic import TypeAdapter
 
-from protocols.model import ProtocolFile
+from protocols.kinds import ProtocolFile
 
 SCHEMA_URI = "https://json-schema.org/draft/2020-12/schema"
 

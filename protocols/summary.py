@@ -2,9 +2,11 @@
 
 Totals come from walking the step tree: a constant-current step lasts until its charge end
 (Q/|I|) or its time end, whichever is sooner; a rest or constant-potential step lasts its time
-end; a loop multiplies its body. A step whose length only the cell can tell (a strip to a
-cutoff potential, an EIS sweep) is *open-ended*: it adds nothing to the totals, which are then a
-lower bound, and ``summarize`` says so.
+end; a loop multiplies its body. A step that may end sooner than that (a strip to a cutoff
+potential with a time guard, a rest until |dE/dt| is small, any step with a goto) counts at its
+bound and is marked *early*: the totals are then an upper bound. A step whose length only the
+instrument or the cell can tell (an EIS sweep, a potential step's charge) is *open-ended*: it
+adds nothing, and the totals are a lower bound. ``summarize`` says which.
 
 Example:
     >>> from protocols.load import builtin_protocol, load_protocol
@@ -40,24 +42,27 @@ class Totals(NamedTuple):
 
     duration_s: float
     charge_C: float
-    open_ended: int = 0  # steps whose length could not be known in advance
+    open_ended: int = 0  # steps whose length could not be known in advance (counted as 0)
+    early: int = 0  # steps that may end before the bound they are counted at
 
     def times(self, n: int) -> Totals:
         """This total repeated ``n`` times."""
-        return Totals(self.duration_s * n, self.charge_C * n, self.open_ended * n)
+        return Totals(self.duration_s * n, self.charge_C * n, self.open_ended * n,
+                      self.early * n)
 
 
 def total_of(parts: Iterable[Totals]) -> Totals:
     """The sum of several totals, field by field.
 
     >>> total_of([Totals(1.0, 2.0), Totals(3.0, 4.0, 1)])
-    Totals(duration_s=4.0, charge_C=6.0, open_ended=1)
+    Totals(duration_s=4.0, charge_C=6.0, open_ended=1, early=0)
     """
     d = q = 0.0
-    n = 0
+    n = k = 0
     for part in parts:
-        d, q, n = d + part.duration_s, q + part.charge_C, n + part.open_ended
-    return Totals(d, q, n)
+        d, q = d + part.duration_s, q + part.charge_C
+        n, k = n + part.open_ended, k + part.early
+    return Totals(d, q, n, k)
 
 
 def _end(ends: Iterable[EndCondition], kind: str) -> float | None:
@@ -65,28 +70,38 @@ def _end(ends: Iterable[EndCondition], kind: str) -> float | None:
     return min(values) if values else None
 
 
+def _may_end_early(ends: Iterable[EndCondition], bound: str) -> bool:
+    """Whether a step can end before its ``bound`` end: another kind of end can fire first,
+    or the bound itself leads somewhere other than the next step."""
+    return any(e.kind not in (bound, "time", "charge") or (e.kind == bound and e.then != "next")
+               for e in ends)
+
+
 def step_totals(step: Step) -> Totals:
     """Duration and charge of one step (recursively for loops).
 
     >>> from protocols.plan import RecordRule
     >>> step_totals(ConstantCurrent(-1e-3, (EndCondition("charge", 3.6),), RecordRule(10.0)))
-    Totals(duration_s=3600.0, charge_C=3.6, open_ended=0)
+    Totals(duration_s=3600.0, charge_C=3.6, open_ended=0, early=0)
     """
     if isinstance(step, Loop):
         return total_of(step_totals(s) for s in step.steps).times(step.count)
     if isinstance(step, ConstantCurrent):
-        limits = [_end(step.ends, "time")]
+        limits = {"time": _end(step.ends, "time")}
         charge = _end(step.ends, "charge")
         if charge is not None and step.current_A != 0:
-            limits.append(charge / abs(step.current_A))
-        known = [t for t in limits if t is not None]
+            limits["charge"] = charge / abs(step.current_A)
+        known = {k: t for k, t in limits.items() if t is not None}
         if not known:
             return Totals(0.0, 0.0, 1)
-        return Totals(min(known), min(known) * abs(step.current_A))
+        bound = min(known, key=known.__getitem__)
+        t = known[bound]
+        return Totals(t, t * abs(step.current_A), 0, int(_may_end_early(step.ends, bound)))
     if isinstance(step, (Rest, ConstantPotential)):
         t = _end(step.ends, "time")
         open_ended = t is None or isinstance(step, ConstantPotential)
-        return Totals(t or 0.0, 0.0, int(open_ended))
+        early = not open_ended and _may_end_early(step.ends, "time")
+        return Totals(t or 0.0, 0.0, int(open_ended), int(early))
     return Totals(0.0, 0.0, 1)  # Eis: its length depends on the instrument
 
 
@@ -129,6 +144,18 @@ def fmt_duration(seconds: float) -> str:
     return f"{seconds / 3600:.4g} h"
 
 
+def fmt_frequency(hz: float) -> str:
+    """A frequency with an SI prefix.
+
+    >>> fmt_frequency(2e5), fmt_frequency(0.1), fmt_frequency(50.0), fmt_frequency(1e6)
+    ('200 kHz', '100 mHz', '50 Hz', '1 MHz')
+    """
+    for factor, unit in ((1e6, "MHz"), (1e3, "kHz"), (1.0, "Hz"), (1e-3, "mHz")):
+        if hz >= factor:
+            return f"{hz / factor:.4g} {unit}"
+    return f"{hz * 1e6:.4g} µHz"
+
+
 _END_WORDS = {
     "time": lambda v: f"after {fmt_duration(v)}",
     "charge": lambda v: f"until {v / MAH:.4g} mAh",
@@ -154,17 +181,20 @@ def fmt_step(step: Step) -> str:
     """One step (not its children) on one line."""
     if isinstance(step, Loop):
         cycles = ", one cycle each" if step.counts_cycles else ""
-        return f"repeat {step.count}x{cycles}:"
+        name = "" if step.label in ("loop", "cycle", "") else f"{step.label}: "
+        return f"{name}repeat {step.count}x{cycles}:"
     if isinstance(step, Eis):
         dc = "open circuit" if step.dc_V is None else f"{step.dc_V:.4g} V"
-        return (f"{step.label}: EIS {step.f_start_Hz:.4g} Hz -> {step.f_end_Hz:.4g} Hz, "
+        return (f"{step.label}: EIS {fmt_frequency(step.f_start_Hz)} -> "
+                f"{fmt_frequency(step.f_end_Hz)}, "
                 f"{step.points_per_decade}/decade, {step.amplitude_V * 1e3:.3g} mV around {dc}")
     what = {Rest: lambda s: "open circuit",
             ConstantCurrent: lambda s: fmt_current(s.current_A),
             ConstantPotential: lambda s: f"{s.potential_V:.4g} V"}[type(step)](step)
     ends = " or ".join(fmt_end(e) for e in step.ends)
     t = step_totals(step)
-    took = "" if t.open_ended else f" ({fmt_duration(t.duration_s)})"
+    at_most = "at most " if t.early else ""
+    took = "" if t.open_ended else f" ({at_most}{fmt_duration(t.duration_s)})"
     return f"{step.label or step.kind}: {what} {ends}{took}"
 
 
@@ -209,13 +239,26 @@ def channel_lines(channel: ChannelPlan) -> list[str]:
     """A channel: its cell, its steps, its totals."""
     c = channel.cell
     head = f"channel {c.channel}: {c.cell_id} ({c.cell_type}, {c.area_cm2:.4g} cm², {c.electrolyte})"
-    t = channel_totals(channel)
-    at_least = "at least " if t.open_ended else ""
-    total = (f"  total: {at_least}{fmt_duration(t.duration_s)}, "
-             f"{at_least}{t.charge_C / MAH:.4g} mAh passed")
+    return [head, *step_lines(channel.steps), *record_lines(channel.steps),
+            total_line(channel_totals(channel))]
+
+
+def total_line(t: Totals) -> str:
+    """A channel's totals in words, saying whether they are a lower or an upper bound.
+
+    >>> total_line(Totals(7200.0, 3.6, early=2))
+    '  total: at most 2 h, at most 1 mAh passed (2 steps may end sooner)'
+    """
+    bound = "" if t.open_ended and t.early else (
+        "at least " if t.open_ended else "at most " if t.early else "")
+    notes = []
     if t.open_ended:
-        total += f" ({t.open_ended} open-ended steps not counted)"
-    return [head, *step_lines(channel.steps), *record_lines(channel.steps), total]
+        notes.append(f"{t.open_ended} open-ended steps not counted")
+    if t.early:
+        notes.append(f"{t.early} steps may end sooner")
+    total = (f"  total: {bound}{fmt_duration(t.duration_s)}, "
+             f"{bound}{t.charge_C / MAH:.4g} mAh passed")
+    return total + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def summarize(plan: Plan) -> str:

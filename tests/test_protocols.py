@@ -209,12 +209,11 @@ CELL_2 = 'area = "1.13 cm^2"\nelectrolyte = "1 M NaPF6 in diglyme"\nnotes = "gly
     ('current_density = "1 mA/cm^2"', 'current_density = "-1 mA/cm^2"',
      f'{SRC}: current_density: must be greater than zero (got "-1 mA/cm^2")'),
     ('kind = "plating_stripping"', 'kind = "plating_strip"',
-     f'{SRC}: kind: "plating_strip" is not one of plating_stripping'),
-    ('kind = "plating_stripping"', 'kind = "sequence"',
-     f'{SRC}: kind: "sequence" is not available yet (available: plating_stripping)'),
+     (f'{SRC}: kind: "plating_strip" is not one of plating_stripping, coulombic_efficiency, '
+      "critical_current_density, ocv_impedance, gas_evolution, sequence")),
     ('kind = "plating_stripping"', "",
      f'{SRC}: kind: missing; the file must say what it is, e.g. kind = "plating_stripping"'),
-    ("cycles = 200", "", f"{SRC}: cycles: missing; add e.g. cycles = 200"),
+    ("cycles = 200", "", f"{SRC}: cycles: missing; add e.g. cycles = 200 (or a rate_ladder)"),
     ("cycles = 200", "cycles = 0", f"{SRC}: cycles: must be at least 1 (got 0)"),
     ("cycles = 200", 'cycles = "200"',
      f'{SRC}: cycles: must be a whole number without quotes, e.g. 200 (got "200")'),
@@ -244,10 +243,9 @@ def test_unknown_field_names_the_allowed_fields():
 
 def test_misspelt_field_suggests_the_right_one():
     assert problems(edited("cycles = 200", "cylces = 200")) == [
-        f"{SRC}: cycles: missing; add e.g. cycles = 200",
         (f'{SRC}: cylces: unknown field (did you mean "cycles"? allowed: name, description, '
-         "safety, cells, current_density, areal_capacity, cycles, record_interval, record_dE, "
-         "rest_before)"),
+         "safety, cells, current_density, areal_capacity, cycles, rate_ladder, record_interval, "
+         "record_dE, rest_before, failure)"),
     ]
 
 
@@ -304,7 +302,7 @@ def test_json_schema_describes_the_template_for_editors():
     assert ps["properties"]["kind"]["const"] == "plating_stripping"
     assert ps["additionalProperties"] is False
     assert ps["properties"]["current_density"]["type"] == "string"
-    assert {"kind", "name", "cells", "current_density", "cycles"} <= set(ps["required"])
+    assert {"kind", "name", "cells", "areal_capacity"} <= set(ps["required"])
 
 
 def test_protocols_package_imports_neither_drivers_nor_rig():

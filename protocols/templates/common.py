@@ -1,21 +1,40 @@
-"""Pieces every template needs: cells, safety limits, planned currents.
+"""Pieces every template needs: cells, safety limits, failure criteria, half-cycles, ladders.
 
 Example:
-    >>> from protocols.plan import ConstantCurrent, EndCondition, RecordRule
-    >>> step = ConstantCurrent(-1e-3, (EndCondition("charge", 3.6),), RecordRule(10.0))
-    >>> largest_current((step,))
-    0.001
+    >>> step = half_cycle(-1e-3, 3.6, "plate", RecordRule(10.0))
+    >>> largest_current((step,)), step.label, step.ends
+    (0.001, 'plate', (EndCondition(kind='charge', value=3.6, then='next'),))
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
-from protocols.model import CellModel, SafetyModel
-from protocols.plan import CellSpec, ChannelPlan, ConstantCurrent, Loop, Safety, Step
+from protocols.model import CellModel, FailureModel, SafetyModel
+from protocols.plan import (
+    CellSpec,
+    ChannelPlan,
+    ConstantCurrent,
+    EndCondition,
+    FailureCriteria,
+    Loop,
+    RecordRule,
+    Rest,
+    Safety,
+    Step,
+)
 
 DEFAULT_WINDOW_V = (-1.0, 1.0)  # domain.md: |E| <= 1 V for Na||Na plating-stripping
 CURRENT_MARGIN = 2.0  # default max |current| = this x the largest planned |current|
+
+_FAILURE_FIELDS = {  # file field -> FailureCriteria field
+    "short_below": "short_below_V", "short_drop_fraction": "short_drop_fraction",
+    "short_drop_window": "short_drop_window_s", "soft_short_ends": "soft_short_ends",
+    "divergence_factor": "divergence_factor",
+    "divergence_reference_cycles": "divergence_reference_cycles",
+}
+_OFF_WHEN_ZERO = ("short_below_V", "short_drop_fraction", "divergence_factor")
 
 
 def cell_spec(cell: CellModel) -> CellSpec:
@@ -42,14 +61,114 @@ def largest_current(steps: Iterable[Step]) -> float:
 
 
 def safety_for(given: SafetyModel, channels: Iterable[ChannelPlan],
-               window_V: tuple[float, float] = DEFAULT_WINDOW_V) -> Safety:
+               window_V: tuple[float, float] = DEFAULT_WINDOW_V,
+               default_i_max_A: float | None = None) -> Safety:
     """The run's Safety: the file's ``[safety]`` values, the kind's defaults for the rest.
+
+    The default max |current| is twice the largest planned current, or ``default_i_max_A``
+    when the kind plans none it can know (open circuit and EIS).
 
     >>> safety_for(SafetyModel(), []).e_max_V
     1.0
     """
     planned = max((largest_current(c.steps) for c in channels), default=0.0)
-    i_max = given.max_current if given.max_current is not None else CURRENT_MARGIN * planned
+    default = CURRENT_MARGIN * planned if default_i_max_A is None else default_i_max_A
+    i_max = given.max_current if given.max_current is not None else default
     e_min = given.min_potential if given.min_potential is not None else window_V[0]
     e_max = given.max_potential if given.max_potential is not None else window_V[1]
     return Safety(e_min_V=e_min, e_max_V=e_max, i_max_A=i_max)
+
+
+def window_of(given: SafetyModel, window_V: tuple[float, float]) -> tuple[float, float]:
+    """The potential window the run will have (file values over the kind's defaults)."""
+    return (given.min_potential if given.min_potential is not None else window_V[0],
+            given.max_potential if given.max_potential is not None else window_V[1])
+
+
+NO_FAILURE_CRITERIA = FailureCriteria()
+
+
+def failure_criteria(given: FailureModel | None,
+                     defaults: FailureCriteria = NO_FAILURE_CRITERIA) -> FailureCriteria:
+    """The kind's default criteria with the file's ``[failure]`` values over them; a value of
+    0 switches a criterion off.
+
+    >>> failure_criteria(FailureModel(short_below="5 mV")).short_below_V
+    0.005
+    >>> failure_criteria(FailureModel(short_below="0 V"), FailureCriteria(0.005)).short_below_V
+    """
+    if given is None:
+        return defaults
+    changes = {}
+    for name, target in _FAILURE_FIELDS.items():
+        value = getattr(given, name)
+        if value is None:
+            continue
+        changes[target] = None if (target in _OFF_WHEN_ZERO and value == 0) else value
+    return dataclasses.replace(defaults, **changes)
+
+
+def record_rule(every_s: float, dE_V: float | None = None) -> RecordRule:
+    """How often to record: every ``every_s``, or sooner when E moved ``dE_V``."""
+    return RecordRule(every_s=every_s, every_dE_V=dE_V)
+
+
+def rest(seconds: float, record: RecordRule, label: str = "rest") -> Rest:
+    """An open-circuit rest of ``seconds``."""
+    return Rest(ends=(EndCondition("time", seconds),), record=record, label=label)
+
+
+def half_cycle(current_A: float, charge_C: float, which: str, record: RecordRule,
+               label: str | None = None) -> ConstantCurrent:
+    """One half-cycle: ``current_A`` until ``charge_C`` has passed.
+
+    >>> half_cycle(-1e-3, 3.6, "plate", RecordRule(10.0)).half_cycle
+    'plate'
+    """
+    return ConstantCurrent(current_A=current_A, ends=(EndCondition("charge", charge_C),),
+                           record=record, label=label or which,
+                           half_cycle=which)  # type: ignore[arg-type]
+
+
+def cycles_loop(count: int, current_A: float, charge_C: float, record: RecordRule,
+                label: str = "cycle") -> Loop:
+    """``count`` cycles of plate then strip at ``current_A`` (magnitude), ``charge_C`` each."""
+    body = (half_cycle(-abs(current_A), charge_C, "plate", record),
+            half_cycle(abs(current_A), charge_C, "strip", record))
+    return Loop(count=count, steps=body, counts_cycles=True, label=label)
+
+
+def ladder(rungs: list[tuple[float, int]], area_cm2: float, charge_C: float,
+           record: RecordRule) -> tuple[Loop, ...]:
+    """One counting loop per rung ``(current density A/cm², cycles)``; the engine numbers
+    cycles across them (the second rung's first cycle follows the first rung's last).
+
+    >>> [(lp.label, lp.count) for lp in ladder([(5e-4, 10), (1e-3, 5)], 1.0, 3.6,
+    ...                                          RecordRule(10.0))]
+    [('rate_1', 10), ('rate_2', 5)]
+    """
+    if len(rungs) == 1:
+        j, n = rungs[0]
+        return (cycles_loop(n, j * area_cm2, charge_C, record),)
+    return tuple(cycles_loop(n, j * area_cm2, charge_C, record, label=f"rate_{k}")
+                 for k, (j, n) in enumerate(rungs, 1))
+
+
+def rung_table(rungs: list[tuple[float, int]]) -> list[dict]:
+    """The rungs with their global cycle numbers, for ``Plan.parameters`` (JSON-safe).
+
+    >>> rung_table([(5e-4, 2), (1e-3, 3)])[1]
+    {'current_density_A_per_cm2': 0.001, 'cycles': 3, 'first_cycle': 3, 'last_cycle': 5}
+    """
+    out, first = [], 1
+    for j, n in rungs:
+        out.append({"current_density_A_per_cm2": j, "cycles": n, "first_cycle": first,
+                    "last_cycle": first + n - 1})
+        first += n
+    return out
+
+
+def cell_rows(channels: Iterable[ChannelPlan]) -> list[dict]:
+    """Each channel's cell in brief, for ``Plan.parameters``."""
+    return [{"channel": c.cell.channel, "cell_id": c.cell.cell_id, "area_cm2": c.cell.area_cm2,
+             "headspace_mL": c.cell.headspace_mL} for c in channels]

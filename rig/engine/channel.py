@@ -311,11 +311,11 @@ class ChannelRunner:
 
     async def _run_current(self, step: ConstantCurrent, totals: StepTotals) -> StepResult:
         i_abs = abs(step.current_A)
-        sf = self.ctx.safety
+        e_min, e_max = cond.instrument_window(step.ends, self.ctx.safety)
 
         def start(duration: float) -> Any:
             return self.link.call(self.driver.start_current, step.current_A,
-                                  acquire_every(step.record), duration, sf.e_min_V, sf.e_max_V)
+                                  acquire_every(step.record), duration, e_min, e_max)
         return await self._run_segments(step, totals, i_abs, start)
 
     async def _run_rest(self, step: Rest, totals: StepTotals) -> StepResult:
@@ -426,9 +426,13 @@ class ChannelRunner:
             for s in samples:
                 e, i, ts = s.potential_V, s.current_A, s.t_s
                 if not (e_min <= e <= e_max) or abs(i) > i_max or s.overload:
-                    # output off first; then the data (nothing measured is lost), then the event
-                    rows.append((t0 + ts, step_no, cycle, e, i, q + i * (ts - last_ts)))
-                    await self._trip(s, t0, rows)
+                    planned = cond.planned_cutoff(ends, e, i, s.overload)
+                    if planned is None:
+                        # output off first; then the data (nothing measured is lost), the event
+                        rows.append((t0 + ts, step_no, cycle, e, i, q + i * (ts - last_ts)))
+                        await self._trip(s, t0, rows)
+                    else:  # the step's own cutoff, overshot in one sample: its planned end
+                        self._overshoot(s, t0, planned)
                 dt = ts - last_ts
                 q += i * dt
                 e_abs_dt += abs(e) * dt
@@ -555,6 +559,14 @@ class ChannelRunner:
                          f"safety limits [{sf.e_min_V:g}, {sf.e_max_V:g}] V, "
                          f"|I| <= {sf.i_max_A * 1e3:g} mA: output off")
         raise ChannelEnded("safety_window")
+
+    def _overshoot(self, s: Sample, t0: float, planned: EndCondition) -> None:
+        ctx, sf = self.ctx, self.ctx.safety
+        ctx.writer.event(ctx.run_key, self.channel, t0 + s.t_s, "warning", "overshoot",
+                         f"E={s.potential_V:.4f} V passed the step's {planned.kind} "
+                         f"{planned.value:g} V cutoff and the safety window [{sf.e_min_V:g}, "
+                         f"{sf.e_max_V:g}] V in one sample; the instrument stopped at the "
+                         "cutoff (its own limit): the step ends as planned")
 
     async def _short(self, kind: str, e: float, i: float, t: float, rows: list[tuple]) -> None:
         """A short seen in the data: end the channel (output off first), or for a soft short

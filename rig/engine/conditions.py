@@ -4,9 +4,10 @@ must look back in time)."""
 from __future__ import annotations
 
 import math
+import statistics
 from collections import deque
 
-from protocols.plan import EndCondition, FailureCriteria
+from protocols.plan import EndCondition, FailureCriteria, Safety
 
 SAMPLE_END_KINDS = ("potential_above", "potential_below", "current_above", "current_below")
 
@@ -47,6 +48,25 @@ def first_end(ends: tuple[EndCondition, ...], e: float, i: float) -> EndConditio
     return None
 
 
+def instrument_window(ends: tuple[EndCondition, ...], safety: Safety) -> tuple[float, float]:
+    """The potential limits armed inside the instrument for a current step: the safety window,
+    narrowed to the step's own potential cutoffs, so the instrument stops at the cutoff even
+    if the host is slow."""
+    above = [c.value for c in ends if c.kind == "potential_above"]
+    below = [c.value for c in ends if c.kind == "potential_below"]
+    return max([safety.e_min_V, *below]), min([safety.e_max_V, *above])
+
+
+def planned_cutoff(ends: tuple[EndCondition, ...], e: float, i: float,
+                   overload: bool) -> EndCondition | None:
+    """A potential end of the step that this out-of-window sample also crossed (a cutoff
+    overshot in one sample, e.g. a Na||Cu strip when the Na runs out), else None."""
+    if overload:
+        return None
+    hit = first_end(ends, e, i)
+    return hit if hit is not None and hit.kind.startswith("potential") else None
+
+
 class DeDtWatcher:
     """|dE/dt| below a threshold ("rest until stable"), judged over a look-back window long
     enough that instrument noise does not fake a slope: max(10 min, 10 sample intervals)."""
@@ -69,7 +89,7 @@ class DeDtWatcher:
 
 class ShortDetector:
     """During a constant-current step, a short shows as |E| collapsing: below ``short_below_V``,
-    or falling by more than ``short_drop_fraction`` of its recent maximum within
+    or falling by more than ``short_drop_fraction`` of its recent median within
     ``short_drop_window_s``. Which kind it is shows only afterwards, so the detector waits one
     window: still collapsed (|E| ~ I x R_short, below the threshold) is a hard short; back up,
     or settled on a lower plateau above the threshold, is a soft short."""
@@ -92,7 +112,8 @@ class ShortDetector:
         h = self.history
         while h and h[0][0] < ts - self.window_s:
             h.popleft()
-        ref = max((x for _, x in h), default=a)
+        # the median of the recent window: a noise spike does not move it, a short does
+        ref = statistics.median(x for _, x in h) if h else a
         h.append((ts, a))
         collapsed = self.below is not None and a < self.below
         dropped = self.frac is not None and ref > 0 and (ref - a) / ref > self.frac
