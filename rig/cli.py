@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--clock", default=None,
                      help="virtual | real | xN (default: virtual when simulated, else real)")
     run.add_argument("--seed", type=int, default=0, help="seed of the simulated cells")
+    run.add_argument("--monitor", action="store_true",
+                     help="watch the run in the monitor while it runs (needs a terminal)")
     run.set_defaults(func=cmd_run)
 
     runs = sub.add_parser("runs", help="list runs")
@@ -74,9 +76,16 @@ def _parser() -> argparse.ArgumentParser:
     res.add_argument("--clock", default=None, help="virtual | real | xN (default: as the run)")
     res.set_defaults(func=cmd_resume)
 
-    mon = sub.add_parser("monitor", help="watch a run (live or finished) and pause/resume/abort it")
+    mon = sub.add_parser(
+        "monitor", help="watch a run (live or finished) and pause/resume/abort it",
+        description="Watch a run (live or finished) of a store. Keys: p/r/a pause, resume, "
+        "abort the selected channel (P/R/A: every channel; each asks y/n first); s switch "
+        "run; f filter the event log to the selected channel; k acknowledge the alarms shown "
+        "(in this monitor only); q quit.")
+    mon.add_argument("store", nargs="?", help="store file (the same as --db)")
     mon.add_argument("--db", help="store file (default: the user data dir, or $NARIG_DB)")
-    mon.add_argument("--run", default="latest", help="run id, a unique prefix, or 'latest'")
+    mon.add_argument("--run", default="latest", help="run id, a unique prefix, or 'latest' "
+                     "(key s in the monitor switches to another run of the store)")
     mon.set_defaults(func=cmd_monitor)
 
     validate = sub.add_parser("validate", help="check a protocol file and print its plan")
@@ -133,10 +142,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     console = RunConsole()
     writer = RunWriter(db)
     wall0, sim0 = time.monotonic(), clock.now()
-    try:
-        result = asyncio.run(execute(
+
+    def engine(progress: Any) -> Any:
+        return asyncio.run(execute(
             loaded.plan, station=station, clock=clock, writer=writer,
-            protocol_text=loaded.text, protocol_path=str(loaded.path), progress=console))
+            protocol_text=loaded.text, protocol_path=str(loaded.path), progress=progress))
+
+    try:
+        if _monitor_wanted(args):
+            from rig.tui.live import run_with_monitor
+
+            result = run_with_monitor(db, engine, console)
+        else:
+            result = engine(console)
     finally:
         station.close()
         writer.close()
@@ -145,6 +163,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"stored in {db}; see it with: rig show {result.run_id}"
           + (f" --db {args.db}" if args.db else ""))
     return result.exit_code
+
+
+def _monitor_wanted(args: argparse.Namespace) -> bool:
+    """--monitor, unless there is no terminal to show it on (then a note, and a plain run)."""
+    if not getattr(args, "monitor", False):
+        return False
+    if sys.stdout.isatty() and sys.stdin.isatty():
+        return True
+    print("rig: --monitor ignored: not a terminal (watch from one with: rig monitor)",
+          file=sys.stderr)
+    return False
 
 
 # ---- rig runs -------------------------------------------------------------------------------
@@ -231,6 +260,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"channel {ch['channel']}  {ch['cell_id']}  {ch['cell_type']}, "
               f"{ch['area_cm2']:g} cm², {ch['electrolyte']}  —  {ch['status']}: "
               f"{ch['end_reason'] or '-'}")
+        if ch["outcome"]:
+            print(f"  result: {outcome_text(ch['outcome'])}")
         print(f"  {'cycle':>5} {'plated mAh':>11} {'stripped mAh':>13} {'CE %':>8} "
               f"{'η plate mV':>11} {'η strip mV':>11}")
         rows = ch["cycles"]
@@ -247,6 +278,33 @@ def cmd_show(args: argparse.Namespace) -> int:
             ch = "run" if e["channel"] is None else f"ch{e['channel']}"
             print(f"  {e['level']:<7} {ch:<4} {e['kind']}: {e['message']}")
     return EXIT_OK
+
+
+def outcome_text(o: dict[str, Any]) -> str:
+    """One line a person reads: the protocol's answer for a channel."""
+    kind = o.get("outcome")
+    if o.get("error"):
+        return f"could not be computed: {o['error']}"
+    if kind == "reservoir_ce" and o.get("ce") is not None:
+        return f"CE {o['ce'] * 100:.2f} % (reservoir method, {o['n_cycles']} cycles)"
+    if kind == "per_cycle_ce" and o.get("ce_mean") is not None:
+        return f"mean CE {o['ce_mean'] * 100:.2f} % ({o['n_cycles']} cycles)"
+    if kind == "ccd" and o.get("ccd_mA_cm2") is not None:
+        fail = (f"; {o['failure']} at {o['failing_mA_cm2']:g} mA/cm^2 in cycle "
+                f"{o['failure_cycle']}" if o.get("failure") else "")
+        return f"critical current density {o['ccd_mA_cm2']:g} mA/cm^2{fail}"
+    if kind == "failure_cycle":
+        if o.get("failed"):
+            return f"failed ({o['failure']}) in cycle {o['failure_cycle']}"
+        return f"no failure in {o.get('cycles_completed')} cycles"
+    if kind == "sei_growth" and o.get("r_sei_ohm_cm2") is not None:
+        return (f"R_SEI {o['r_sei_ohm_cm2']:.1f} ohm cm^2 at the end, growing "
+                f"{o['r_sei_growth_ohm_per_h']:.3g} ohm/h at rest")
+    if kind == "gas_per_cycle" and o.get("total_umol") is not None:
+        return (f"gas: cycle 1 {o['first_cycle_umol']:.2f} umol, later cycles "
+                f"{o['later_mean_umol']:.2f} umol each; total {o['total_umol']:.1f} umol "
+                f"({o['total_uL_stp']:.0f} uL at STP)")
+    return o.get("reason") or json.dumps(o)[:120]
 
 
 def _f(x: float | None, nd: int, scale: float = 1.0) -> str:
@@ -330,7 +388,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_monitor(args: argparse.Namespace) -> int:
     from rig.store import StoreError
 
-    db = _db_path(args.db)
+    if args.store and args.db and Path(args.store) != Path(args.db):
+        raise UsageError(f"monitor: two stores given ({args.store} and --db {args.db})")
+    db = _db_path(args.store or args.db)
     if not db.exists():
         raise UsageError(f"{db} does not exist: no runs recorded there")
     try:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 
 from rig.engine.interlocks import (
-    AtmosphereInterlock, AtmosphereLimits, PressureLimits, PressureWatch,
+    AtmosphereInterlock,
+    AtmosphereLimits,
+    PressureLimits,
+    PressureWatch,
 )
 
 LIM = AtmosphereLimits(o2_max_ppm=1.0, h2o_max_ppm=1.0, hysteresis_ppm=0.2, hold_off_s=30,

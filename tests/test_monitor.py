@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,77 +12,31 @@ import pytest
 
 from rig.tui import MonitorApp
 from rig.tui.widgets import ChannelTable, ConfirmScreen, EventLog, StatusLine
-
-ROOT = Path(__file__).resolve().parents[1]
-SIZE = (140, 40)
-
-PROTOCOL = """
-kind = "plating_stripping"
-name = "monitor test"
-current_density = "1 mA/cm^2"
-areal_capacity = "{q}"
-cycles = {cycles}
-record_interval = "10 s"
-
-[[cells]]
-channel = 0
-cell_id = "G1"
-type = "symmetric"
-area = "1.13 cm^2"
-electrolyte = "1 M NaPF6 in diglyme"
-
-[[cells]]
-channel = 1
-cell_id = "C1"
-type = "symmetric"
-area = "1.13 cm^2"
-electrolyte = "1 M NaClO4 in EC:DEC"
-"""
-
-
-def rig_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "rig.cli", *args]
-
-
-def write_protocol(tmp: Path, cycles: int, q: str = "0.5 mAh/cm^2") -> Path:
-    path = tmp / "p.toml"
-    path.write_text(PROTOCOL.format(cycles=cycles, q=q))
-    return path
-
-
-def query(db: Path, sql: str, *params) -> list[tuple]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    try:
-        return conn.execute(sql, params).fetchall()
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        conn.close()
+from tests.test_monitor_support import (
+    ROOT,
+    SIZE,
+    query,
+    rig_cmd,
+    table_text,
+    wait_until,
+    write_protocol,
+)
 
 
 @pytest.fixture(scope="module")
 def finished_db(tmp_path_factory) -> Path:
-    """A store holding one short completed run (3 cycles, 2 channels)."""
+    """A store holding one short completed run (3 cycles, 2 channels), run by
+    `rig run --monitor` into a pipe."""
     tmp = tmp_path_factory.mktemp("finished")
     db = tmp / "store.db"
-    out = subprocess.run(rig_cmd("run", str(write_protocol(tmp, 3)), "--db", str(db)),
+    out = subprocess.run(rig_cmd("run", str(write_protocol(tmp, 3)), "--db", str(db),
+                                 "--monitor"),
                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
+    # not a terminal: --monitor is ignored with a note, and the run runs as without it
+    assert "--monitor ignored: not a terminal" in out.stderr
+    assert "completed" in out.stdout
     return db
-
-
-def table_text(app: MonitorApp) -> list[list[str]]:
-    table = app.query_one(ChannelTable)
-    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
-
-
-async def wait_until(pilot, predicate, timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        await pilot.pause(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 def commands(db: Path) -> list[tuple]:
@@ -98,7 +51,10 @@ async def test_finished_run_shows_every_channel_ended_and_its_events(finished_db
         assert [r[:2] for r in rows] == [["0", "G1"], ["1", "C1"]]
         for r in rows:
             assert "ended" in r[3] and "completed" in r[3]
-            assert r[4] == "3 of 3" and r[7].endswith("%") and r[9] == "0:00"
+            assert r[4] == "strip"  # the last step's label
+            assert r[5] == "3 of 3" and r[9].endswith("%") and r[11] == "0:00"
+            # the capacity of the last half-cycle: 0.5 mAh/cm^2 x 1.13 cm^2, stripped
+            assert float(r[8]) == pytest.approx(0.565, abs=0.002)
         assert "has ended: completed" in app.query_one(StatusLine).message
         log = app.query_one(EventLog)
         kinds = [str(log.get_row_at(i)[3]) for i in range(log.row_count)]
@@ -185,6 +141,8 @@ async def test_pause_from_the_monitor_pauses_a_live_run_in_another_process(live_
 def test_rig_monitor_refuses_a_missing_store_or_run_with_one_message(tmp_path, finished_db):
     out = rig("monitor", "--db", str(tmp_path / "none.db"))
     assert out.returncode == 2 and "does not exist" in out.stderr
+    out = rig("monitor", str(tmp_path / "none.db"))  # the store may also be given bare
+    assert out.returncode == 2 and "none.db does not exist" in out.stderr
     out = rig("monitor", "--db", str(finished_db), "--run", "19990101")
     assert out.returncode == 2 and "no run matches" in out.stderr and "Traceback" not in out.stderr
 
@@ -195,7 +153,7 @@ async def test_a_busy_store_is_reported_and_the_monitor_keeps_polling(finished_d
         await wait_until(pilot, lambda: app.query_one(ChannelTable).row_count == 2)
         real_poll = app.view.poll
 
-        def locked(selected):
+        def locked(selected, log_channel=None):
             raise sqlite3.OperationalError("database is locked")
 
         monkeypatch.setattr(app.view, "poll", locked)
@@ -212,7 +170,7 @@ async def test_alarms_are_highlighted_and_listed_first(finished_db):
     async with app.run_test(size=SIZE) as pilot:
         log = app.query_one(EventLog)
         await wait_until(pilot, lambda: log.row_count > 0)
-        log.events = ({"id": 10**6, "t": 0.0, "channel": 1, "level": "alarm",
+        log.events = ({"id": 10**6, "t": 4e9, "channel": 1, "level": "alarm",
                        "kind": "short_circuit", "message": "E collapsed"},)
         await pilot.pause()
         kind = log.get_row_at(0)[3]

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from protocols.plan import (
-    CellSpec, ChannelPlan, ConstantCurrent, EndCondition, Loop, Plan, RecordRule, Safety,
+    CellSpec,
+    ChannelPlan,
+    ConstantCurrent,
+    EndCondition,
+    Loop,
+    Plan,
+    RecordRule,
+    Safety,
 )
 from rig.clock import VirtualClock
 from rig.engine.run import execute

@@ -28,6 +28,7 @@ from rig.engine.run import (
 )
 from rig.station import Station
 from rig.store import RunWriter, get_channels, get_checkpoint
+from rig.store.read import last_sample_time, step_progress
 
 
 class ResumeRefused(Exception):
@@ -76,24 +77,18 @@ def resume_point(conn: sqlite3.Connection, run_key: int, channel: int) -> Resume
     st = cp["state"]
     totals = StepTotals()
     if not st["step_done"]:
-        row = conn.execute(
-            "SELECT count(*), max(t), avg(abs(e)) FROM samples WHERE run_key = ? AND channel = ? "
-            "AND step = ?", (run_key, channel, st["step_no"])).fetchone()
-        if row[0]:
-            q, e = conn.execute(
-                "SELECT q, e FROM samples WHERE run_key = ? AND channel = ? AND step = ? "
-                "ORDER BY t DESC LIMIT 1", (run_key, channel, st["step_no"])).fetchone()
-            active = max(row[1] - cp["t"], 0.0)
-            totals = StepTotals(q=q, e_abs_dt=row[2] * active, t_active=active, n=row[0],
-                                e_end=e)
+        done = step_progress(conn, run_key, channel, st["step_no"])
+        if done is not None:
+            active = max(done["t_last"] - cp["t"], 0.0)
+            totals = StepTotals(q=done["q"], e_abs_dt=done["mean_abs_e"] * active,
+                                t_active=active, n=done["n"], e_end=done["e"])
     return Resume(path=tuple(st["path"]), loop_iterations=tuple(st["loop_iterations"]),
                   cycle=st["cycle"], step_no=st["step_no"], step_done=st["step_done"],
                   totals=totals)
 
 
 def last_time(conn: sqlite3.Connection, run_key: int) -> float:
-    row = conn.execute("SELECT max(t) FROM samples WHERE run_key = ?", (run_key,)).fetchone()
-    return row[0] or 0.0
+    return last_sample_time(conn, run_key) or 0.0
 
 
 def load_plan(run: dict[str, Any]) -> Plan:

@@ -22,7 +22,7 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -325,3 +325,69 @@ def mark_command_handled(path: str | os.PathLike, command_id: int, result: str,
         return cur.rowcount == 1
     finally:
         conn.close()
+
+
+# ---- incremental reads for the monitor ----------------------------------------------
+
+@_retry_busy
+def steps_from(conn: sqlite3.Connection, run_key: int, channel: int, step: int) -> list[dict]:
+    """The steps of a channel numbered ``step`` and later, in order (one primary-key range).
+
+    Polling with the last step already seen re-reads that one row, so a replaced step row
+    (a resumed step) is picked up too.
+    """
+    return _dicts(conn.execute(
+        "SELECT * FROM steps WHERE run_key = ? AND channel = ? AND step >= ? ORDER BY step",
+        (run_key, channel, step)))
+
+
+@_retry_busy
+def last_steps(conn: sqlite3.Connection, run_key: int, channel: int, n: int) -> list[dict]:
+    """The last ``n`` steps of a channel, in order: where a poll of a long run starts."""
+    rows = _dicts(conn.execute(
+        "SELECT * FROM steps WHERE run_key = ? AND channel = ? ORDER BY step DESC LIMIT ?",
+        (run_key, channel, n)))
+    return rows[::-1]
+
+
+@_retry_busy
+def half_cycle_etas(conn: sqlite3.Connection, run_key: int, channel: int) -> list[tuple]:
+    """``(cycle, half_cycle, e_mean_abs_V)`` of every plating and stripping step of a channel,
+    in order: the overpotential plot's data, as light tuples (10^4 steps in milliseconds)."""
+    return conn.execute(
+        "SELECT cycle, half_cycle, e_mean_abs_V FROM steps WHERE run_key = ? AND channel = ? "
+        "AND half_cycle IN ('plate', 'strip') ORDER BY step", (run_key, channel)).fetchall()
+
+
+@_retry_busy
+def last_event_of(conn: sqlite3.Connection, run_key: int, kinds: Sequence[str]) -> dict | None:
+    """The newest event of the run whose kind is one of ``kinds``, or None."""
+    marks = ", ".join("?" for _ in kinds)
+    rows = _dicts(conn.execute(
+        f"SELECT * FROM events WHERE run_key = ? AND kind IN ({marks}) ORDER BY id DESC LIMIT 1",
+        (run_key, *kinds)))
+    return rows[0] if rows else None
+
+
+# ---- what a crashed run had done (rig resume) --------------------------------------------
+
+@_retry_busy
+def step_progress(conn: sqlite3.Connection, run_key: int, channel: int,
+                  step: int) -> dict | None:
+    """What the committed samples of one step say it had done: ``n``, ``t_last``,
+    ``mean_abs_e``, and the last sample's ``q`` and ``e``; None if it has none."""
+    n, t_last, mean_abs_e = conn.execute(
+        "SELECT count(*), max(t), avg(abs(e)) FROM samples WHERE run_key = ? AND channel = ? "
+        "AND step = ?", (run_key, channel, step)).fetchone()
+    if not n:
+        return None
+    q, e = conn.execute(
+        "SELECT q, e FROM samples WHERE run_key = ? AND channel = ? AND step = ? "
+        "ORDER BY t DESC LIMIT 1", (run_key, channel, step)).fetchone()
+    return {"n": n, "t_last": t_last, "mean_abs_e": mean_abs_e, "q": q, "e": e}
+
+
+@_retry_busy
+def last_sample_time(conn: sqlite3.Connection, run_key: int) -> float | None:
+    """The time of the run's newest committed sample (any channel)."""
+    return conn.execute("SELECT max(t) FROM samples WHERE run_key = ?", (run_key,)).fetchone()[0]

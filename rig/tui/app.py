@@ -3,6 +3,13 @@
 The app reads the store in a thread worker every ``POLL_S`` seconds and pushes each
 ``Snapshot`` into its widgets; the only thing it writes is a command row (``send_command``),
 after a y/n confirmation.
+
+Keys: ``p``/``r``/``a`` pause, resume, abort the selected channel (``P``/``R``/``A``: the
+whole run); ``s`` switch to another run of the store; ``f`` filter the event log to the
+selected channel (and the run-wide events) and back; ``k`` acknowledge the alarms shown so far:
+the alarm count and the held banner stop flashing. Acknowledging is this monitor's own
+business: it writes nothing to the store, so another monitor (or this one restarted) shows
+those alarms as new again.
 """
 
 from __future__ import annotations
@@ -20,83 +27,124 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Header
 
 from rig.store import StoreError, send_command
-from rig.tui.data import Snapshot, StoreView, is_busy
+from rig.tui.data import AlarmBook, Snapshot, StoreView, is_busy
 from rig.tui.widgets import (
+    AlarmBadge,
     ChannelTable,
     ConfirmScreen,
     EventLog,
+    HeldBanner,
     OverpotentialPlot,
     PotentialPlot,
+    RunPicker,
+    StationPanel,
     StatusLine,
 )
 
 POLL_S = 0.5
+BLINK_S = 0.5
 
 
 class MonitorApp(App):
-    """Channel table, plots of the selected channel, event log; keys to pause/resume/abort."""
+    """Channel table, plots of the selected channel, station panel, event log; keys to
+    pause/resume/abort, switch run, filter events and acknowledge alarms."""
 
-    CSS_PATH = "monitor.tcss"
+    CSS_PATH = Path(__file__).with_name("monitor.tcss")  # absolute: subclasses find it too
     TITLE = "narig monitor"
     BINDINGS: ClassVar[list[Binding]] = [
-        Binding("p", "command('pause', False)", "pause ch"),
-        Binding("r", "command('resume', False)", "resume ch"),
-        Binding("a", "command('abort', False)", "abort ch"),
-        Binding("P", "command('pause', True)", "pause run"),
-        Binding("R", "command('resume', True)", "resume run"),
-        Binding("A", "command('abort', True)", "abort run"),
+        Binding("p", "command('pause', False)", "pause"),
+        Binding("r", "command('resume', False)", "resume"),
+        Binding("a", "command('abort', False)", "abort"),
+        Binding("P", "command('pause', True)", "pause all"),
+        Binding("R", "command('resume', True)", "resume all"),
+        Binding("A", "command('abort', True)", "abort all"),
+        Binding("s", "switch_run", "switch run"),
+        Binding("f", "filter_events", "filter events"),
+        Binding("k", "acknowledge", "acknowledge"),
         Binding("q", "quit", "quit"),
     ]
 
-    def __init__(self, db: str | os.PathLike, run: str = "latest") -> None:
+    def __init__(self, db: str | os.PathLike, run: str = "latest", *,
+                 poll_s: float = POLL_S, here: bool = False, flash: bool = True) -> None:
+        """``here``: the run executes in this process (``rig run --monitor``); ``flash``:
+        unacknowledged alarms flash (off: they are shown steady, e.g. for a screenshot)."""
         super().__init__()
         self.db = Path(db)
         self.view = StoreView(self.db, run)
-        self.sub_title = self.view.run_id
+        self.poll_s = poll_s
+        self.here = here
+        self.flash = flash
+        self.sub_title = self._sub_title()
+        self.alarms = AlarmBook()
+        self.log_filter = False  # True: the event log shows the selected channel's events
         self._polling = False
+        self._poll_again = False  # asked for while a read was in flight: read once more
+        self._blink_on = False
         self.last_snapshot: Snapshot | None = None
 
+    def _sub_title(self) -> str:
+        return self.view.run_id + (" (running in this terminal)" if self.here else "")
+
     def compose(self) -> ComposeResult:
+        t0 = self.view.started_at
         yield Header()
-        yield StatusLine()
+        yield HeldBanner(t0=t0)
+        with Horizontal(id="top"):
+            yield StatusLine()
+            yield AlarmBadge()
         yield ChannelTable()
-        with Horizontal(id="plots"):
+        with Horizontal(id="middle"):
             yield PotentialPlot()
             yield OverpotentialPlot()
-        yield EventLog(t0=self.view.started_at)
-        yield Footer()
+            yield StationPanel(t0=t0)
+        yield EventLog(t0=t0)
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         # kept: while a dialog is up, self.query_one would search the dialog's screen
         self.table = self.query_one(ChannelTable)
         self.log_view = self.query_one(EventLog)
         self.status = self.query_one(StatusLine)
+        self.badge = self.query_one(AlarmBadge)
+        self.banner = self.query_one(HeldBanner)
+        self.panel = self.query_one(StationPanel)
         self.e_plot = self.query_one(PotentialPlot)
         self.eta_plot = self.query_one(OverpotentialPlot)
         self.table.focus()
         self.poll_store()
-        self.set_interval(POLL_S, self.poll_store)
+        self.set_interval(self.poll_s, self.poll_store)
+        self.set_interval(BLINK_S, self._blink)
 
     def on_unmount(self) -> None:
         self.view.close()
 
     # ---- reading -----------------------------------------------------------------------
     def poll_store(self) -> None:
-        """Start a read unless the previous one is still running."""
-        if not self._polling:
-            self._polling = True
-            self._read(self.table.selected_channel)
+        """Start a read; if one is still running, start another as soon as it is done."""
+        if self._polling:
+            self._poll_again = True
+            return
+        self._polling, self._poll_again = True, False
+        selected = self.table.selected_channel
+        self._read(self.view, selected, selected if self.log_filter else None)
+
+    def _read_done(self) -> None:
+        self._polling = False
+        if self._poll_again:
+            self.poll_store()
 
     @work(thread=True, group="read")
-    def _read(self, selected: int | None) -> None:
+    def _read(self, view: StoreView, selected: int | None, log_channel: int | None) -> None:
         try:
-            snap = self.view.poll(selected)
+            snap = view.poll(selected, log_channel)
         except (sqlite3.Error, StoreError) as exc:
             text = "store busy, retrying" if is_busy(exc) else f"store error: {exc}; retrying"
             self._call_ui(self._show_trouble, text)
+        except Exception as exc:  # noqa: BLE001 -- an unattended monitor keeps trying
+            self._call_ui(self._show_trouble, f"cannot read the run: {type(exc).__name__}: "
+                          f"{exc}; retrying")
         else:
-            if snap is not None:  # None: the app is closing
-                self._call_ui(self._show, snap)
+            self._call_ui(self._show, snap)  # None: that view has been closed
 
     def _call_ui(self, fn: Callable[..., object], *args: object) -> None:
         """Run ``fn`` on the UI thread, unless the app has stopped meanwhile."""
@@ -105,13 +153,27 @@ class MonitorApp(App):
         except RuntimeError:
             pass  # the app is shutting down
 
-    def _show(self, snap: Snapshot) -> None:
-        self._polling = False
+    def _show(self, snap: Snapshot | None) -> None:
+        self._read_done()
+        if snap is None or snap.run_id != self.view.run_id:
+            return  # read from a run the user has switched away from
         self.last_snapshot = snap
         self.table.rows_data = snap.rows
+        self.alarms.add(snap.new_events)
+        if snap.log_seed is not None:
+            self.log_view.reset(snap.log_seed, snap.log_channel)
         self.log_view.events = snap.new_events
         self.e_plot.points = snap.trace
         self.eta_plot.etas = snap.etas
+        self.panel.readings = snap.station
+        self.panel.interlock = snap.interlock
+        self.banner.run_ended = snap.ended
+        self.banner.interlock = snap.interlock
+        self.badge.count = len(self.alarms.unacked)
+        self._show_status(snap)
+        self._apply_blink()
+
+    def _show_status(self, snap: Snapshot) -> None:
         status = self.status
         status.set_class(False, "busy")
         status.set_class(snap.ended, "ended")
@@ -122,7 +184,7 @@ class MonitorApp(App):
             status.message = f"run {snap.run_id}: {snap.run_status}"
 
     def _show_trouble(self, text: str) -> None:
-        self._polling = False
+        self._read_done()
         status = self.status
         status.set_class(True, "busy")
         status.message = text
@@ -131,6 +193,79 @@ class MonitorApp(App):
         if isinstance(event.data_table, ChannelTable):
             self.poll_store()  # show the newly selected channel's plots at once
 
+    # ---- alarms ------------------------------------------------------------------------
+    def _blink(self) -> None:
+        self._blink_on = self.flash and not self._blink_on
+        self._apply_blink()
+
+    def _apply_blink(self) -> None:
+        """Flash the alarm count and the held banner while they hold unacknowledged news."""
+        lock = self.banner.interlock
+        banner_new = lock.held and not self.alarms.is_acked(lock.event_id)
+        self.banner.set_class(banner_new and self._blink_on, "blink")
+        self.badge.set_class(bool(self.badge.count) and self._blink_on, "blink")
+
+    def action_acknowledge(self) -> None:
+        n = self.alarms.acknowledge()
+        self.log_view.acknowledge(self.alarms.ack_id)
+        self.badge.count = 0
+        self._apply_blink()
+        self.notify(f"{n} alarm{'' if n == 1 else 's'} acknowledged (in this monitor)"
+                    if n else "no new alarms")
+
+    # ---- the event log's filter ----------------------------------------------------------
+    def action_filter_events(self) -> None:
+        if not self.log_filter and self.table.selected_channel is None:
+            self.notify("no channel selected", severity="warning")
+            return
+        self.log_filter = not self.log_filter
+        self.poll_store()
+
+    # ---- switching runs --------------------------------------------------------------------
+    def action_switch_run(self) -> None:
+        self._list_runs(self.view)
+
+    @work(thread=True, group="runs", exclusive=True)
+    def _list_runs(self, view: StoreView) -> None:
+        try:
+            runs = view.runs()
+        except (sqlite3.Error, StoreError) as exc:
+            self._call_ui(self.notify, f"cannot list runs: {exc}", severity="error")
+            return
+        self._call_ui(self._pick, runs)
+
+    def _pick(self, runs: list[dict]) -> None:
+        def picked(run_id: str | None) -> None:
+            if run_id and run_id != self.view.run_id:
+                self.switch_to(run_id)
+
+        self.push_screen(RunPicker(runs, self.view.run_id), picked)
+
+    def switch_to(self, run: str) -> None:
+        """Show another run of the same store (id, prefix or "latest")."""
+        try:
+            view = StoreView(self.db, run)
+        except (sqlite3.Error, StoreError) as exc:
+            self.notify(f"cannot open run {run}: {exc}", severity="error")
+            return
+        old, self.view = self.view, view
+        self._close(old)
+        t0 = view.started_at
+        self.sub_title = self._sub_title()
+        self.alarms = AlarmBook()
+        self.log_filter = False
+        self.table.reset()
+        self.log_view.ack_id = 0
+        self.log_view.reset((), None, t0=t0)
+        self.banner.t0 = self.panel.t0 = t0
+        self.e_plot.points, self.eta_plot.etas = (), ()
+        self.status.message = f"run {view.run_id}: reading…"
+        self.poll_store()
+
+    @work(thread=True, group="close")
+    def _close(self, view: StoreView) -> None:
+        view.close()  # waits for a read of it still in flight
+
     # ---- steering ----------------------------------------------------------------------
     def action_command(self, command: str, whole_run: bool) -> None:
         channel = None if whole_run else self.table.selected_channel
@@ -138,23 +273,24 @@ class MonitorApp(App):
             self.notify("no channel selected", severity="warning")
             return
         target = "the whole run" if whole_run else f"channel {channel}"
-        question = f"{command} {target} of run {self.view.run_id}?"
+        run_id = self.view.run_id
+        question = f"{command} {target} of run {run_id}?"
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self._send(command, channel)
+                self._send(run_id, command, channel)
 
         self.push_screen(ConfirmScreen(question), answered)
 
     @work(thread=True, group="send")
-    def _send(self, command: str, channel: int | None) -> None:
+    def _send(self, run_id: str, command: str, channel: int | None) -> None:
         target = "the run" if channel is None else f"channel {channel}"
         try:
-            cid = send_command(self.db, self.view.run_id, command, channel)
+            cid = send_command(self.db, run_id, command, channel)
         except (StoreError, sqlite3.OperationalError) as exc:
-            self.call_from_thread(self.notify, f"{command} not sent: {exc}", severity="error")
+            self._call_ui(self.notify, f"{command} not sent: {exc}", severity="error")
         else:
-            self.call_from_thread(self.notify, f"{command} sent to {target} (command {cid})")
+            self._call_ui(self.notify, f"{command} sent to {target} (command {cid})")
 
 
 def run_monitor(db: str | os.PathLike, run: str = "latest") -> None:
