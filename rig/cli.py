@@ -74,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     res.add_argument("--channel", type=int, default=None)
     res.add_argument("--db")
     res.add_argument("--clock", default=None, help="virtual | real | xN (default: as the run)")
+    res.add_argument("--station", help="the station file (default: the one the run used)")
     res.set_defaults(func=cmd_resume)
 
     mon = sub.add_parser(
@@ -339,7 +340,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         take_over,
     )
     from rig.engine.run import HEARTBEAT_STALE_S
-    from rig.station import StationError, simulated_station
+    from rig.station import StationError, load_station, simulated_station
     from rig.store import RunWriter, StoreError, open_reader, resolve_run
 
     db = _db_path(args.db)
@@ -359,16 +360,19 @@ def cmd_resume(args: argparse.Namespace) -> int:
         except ResumeRefused as exc:
             raise UsageError(str(exc)) from None
         station_desc = json.loads(run["station_json"] or "{}")
-        if not station_desc.get("simulated"):
+        station_file = args.station or station_desc.get("source")
+        if not station_desc.get("simulated") and not station_file:
             raise UsageError(f"run {run['id']} ran on station {station_desc.get('name')!r}: "
-                             "resuming hardware runs needs its station file (not yet supported)")
+                             "give its station file with --station FILE")
         plan = load_plan(run)
         spec = args.clock or run["clock"]
         clock: RealClock | VirtualClock = (VirtualClock(start=max(time.time(),
                                                                    last_time(conn, run["key"])))
                                            if spec == "virtual" else make_clock(spec, True))
     try:
-        station = simulated_station(plan, clock, seed=station_desc.get("seed") or 0)
+        station = (simulated_station(plan, clock, seed=station_desc.get("seed") or 0)
+                   if station_desc.get("simulated") and not args.station
+                   else load_station(station_file, clock))
     except StationError as exc:
         raise UsageError(str(exc)) from None
     console = RunConsole()

@@ -592,6 +592,7 @@ class Station:
     interlocks: Interlocks = field(default_factory=Interlocks)
     config: StationFile | None = None
     simulation: Any = None  # rig.sim.serve.SimulatedInstruments of a simulated station
+    source: str | None = None  # the station file it came from (so `rig resume` can reopen it)
     _closed: bool = field(default=False, init=False, repr=False)
 
     def channel(self, n: int) -> ChannelHardware:
@@ -613,6 +614,7 @@ class Station:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "simulated": self.simulated, "seed": self.seed,
+                "source": self.source,
                 "channels": {str(k): v.instrument for k, v in self.channels.items()},
                 "sensors": [{"name": s.name, "kind": s.kind, "address": s.address,
                              "channel": s.channel, "poll_interval_s": s.poll_interval_s,
@@ -749,7 +751,10 @@ def load_station(path: str | Path, clock: Clock | None = None) -> Station:
     """A station file, validated and opened. ``clock`` stamps readings of drivers that take
     one (the Keithley); default a RealClock. Raises StationError."""
     config = read_station_file(path)
-    return open_station(config, clock if clock is not None else RealClock(), source=str(path))
+    station = open_station(config, clock if clock is not None else RealClock(),
+                           source=str(path))
+    station.source = str(Path(path).resolve())
+    return station
 
 
 # ---- the simulated station -----------------------------------------------------------------------

@@ -171,3 +171,36 @@ def test_resume_of_a_live_run_is_refused_for_takeover_and_sent_as_unpause(tmp_pa
     out = subprocess.run(rig_cmd("resume", run_id, "--db", str(db)), cwd=ROOT,
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "not running" in out.stderr
+
+
+def test_a_run_on_a_station_file_is_taken_over_on_the_same_instruments(tmp_path):
+    """Hardware-like: the instruments live in another process (`rig sim serve`) and outlive
+    the engine. After kill -9, `rig resume` reopens the run's station file, forces the outputs
+    off and completes the plan on the same cells."""
+    protocol = tmp_path / "p.toml"
+    protocol.write_text(PROTOCOL.format(cycles=3, q="0.2 mAh/cm^2"))
+    station_file, db = tmp_path / "st.toml", tmp_path / "store.db"
+    server = subprocess.Popen(rig_cmd("sim", "serve", "--protocol", str(protocol), "--out",
+                                      str(station_file), "--clock", "x600"),
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(station_file.exists, timeout=30)
+        proc = subprocess.Popen(rig_cmd("run", str(protocol), "--station", str(station_file),
+                                        "--db", str(db), "--clock", "x600"),
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: (query(db, "SELECT count(*) FROM samples") or [[0]])[0][0] > 60,
+                 timeout=60)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        run_id = query(db, "SELECT id FROM runs")[0][0]
+        out = subprocess.run(rig_cmd("resume", run_id, "--db", str(db)), cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    with open_reader(db) as conn:
+        key = conn.execute("SELECT key FROM runs").fetchone()[0]
+        for ch in (0, 1):
+            assert [c["cycle"] for c in per_cycle(get_steps(conn, key, ch))] == [1, 2, 3]
+        assert any(e["kind"] == "resumed_after_crash" for e in get_events(conn, key))
