@@ -47,9 +47,11 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from drivers.base import InstrumentError, Potentiostat, Ranges
+from protocols.messages import path_of, show
 from protocols.plan import ChannelPlan, Plan, Safety
 from protocols.units import Dimension, Time, Volume, parse_quantity, quantity_type
 from rig.clock import RealClock, VirtualClock
+from rig.engine.interlocks import AtmosphereLimits as Interlocks
 from rig.engine.link import Link
 
 Clock = RealClock | VirtualClock
@@ -382,27 +384,6 @@ def _address(entry: Any) -> str:
 
 
 # ---- error messages --------------------------------------------------------------------------
-def show(value: Any) -> str:
-    """A value as written in TOML: ``show("5 V") -> '"5 V"'``, ``show({}) -> 'a table'``."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value if len(value) <= 60 else value[:57] + "...", ensure_ascii=False)
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "a list"
-    return repr(value)
-
-
-def path_of(loc: Sequence[Any]) -> str:
-    """``("sensors", 1, "map") -> 'sensors[1].map'``"""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 _UNIONS = {"instruments": ("driver", DRIVERS), "sensors": ("kind", SENSOR_KINDS)}
 
 
@@ -541,22 +522,6 @@ class HolderSpec:
     headspace_mL: float
     limit_Pa: float = 2e5  # absolute; above it the engine aborts that cell
     rate_warning_Pa_per_s: float | None = None  # a faster rise is logged as a warning
-
-
-@dataclass(frozen=True)
-class Interlocks:
-    """Station interlocks in SI (ppm, s). Above a threshold for ``hold_off_s`` every channel is
-    held at open circuit; the alarm clears once both species stay below threshold minus
-    ``hysteresis_ppm`` for ``clear_for_s``; a sensor silent for ``sensor_timeout_s`` counts as
-    an alarm (fail safe). ``resume_when_clear``: resume held channels when it clears."""
-
-    o2_max_ppm: float = 1.0
-    h2o_max_ppm: float = 1.0
-    hysteresis_ppm: float = 0.2
-    hold_off_s: float = 30.0
-    clear_for_s: float = 600.0
-    sensor_timeout_s: float = 60.0
-    resume_when_clear: bool = True
 
 
 @dataclass

@@ -17,6 +17,12 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class AtmosphereLimits:
+    """Station interlocks in SI (ppm, s). Above a threshold for ``hold_off_s`` every channel is
+    held at open circuit; the alarm clears once both species stay below threshold minus
+    ``hysteresis_ppm`` for ``clear_for_s``; a sensor silent for ``sensor_timeout_s`` counts as
+    an alarm (fail safe). ``resume_when_clear``: resume held channels when it clears.
+    (`rig.station` calls it ``Interlocks``: the station file's ``[interlocks]`` table.)"""
+
     o2_max_ppm: float = 1.0
     h2o_max_ppm: float = 1.0
     hysteresis_ppm: float = 0.2

@@ -25,13 +25,9 @@ if TYPE_CHECKING:
 MIN_SILENCE_WALL_S = 10.0
 
 
-def atmosphere_limits(interlocks: Any) -> AtmosphereLimits:
-    """The station's interlock settings (any object with these fields), or the defaults."""
-    if interlocks is None:
-        return AtmosphereLimits()
-    names = AtmosphereLimits.__dataclass_fields__
-    return AtmosphereLimits(**{k: getattr(interlocks, k) for k in names
-                               if hasattr(interlocks, k)})
+def atmosphere_limits(interlocks: AtmosphereLimits | None) -> AtmosphereLimits:
+    """The station's interlock settings, or the defaults (a station without a file)."""
+    return interlocks if interlocks is not None else AtmosphereLimits()
 
 
 class SensorHub:
