@@ -57,9 +57,8 @@ def decode_value(hex7: str, prefix: str) -> float:
     return (int(hex7, 16) - OFFSET) * PREFIXES[prefix]
 
 
-_ENCODE_ORDER = ("a", "f", "p", "n", "u", "m", " ", "k", "M", "G", "T")
-# the largest |value| each prefix can carry, finest first (to pick a prefix without trying all)
-_ENCODE_LIMITS = tuple((p, (MAX_MANTISSA + 0.5) * PREFIXES[p]) for p in _ENCODE_ORDER)
+_ENCODE_ORDER = ("a", "f", "p", "n", "u", "m", " ", "k", "M", "G", "T")  # 1e-18 .. 1e12
+_LOG_LIMIT = math.log10(MAX_MANTISSA + 0.5)
 
 
 def encode_value(value: float, prefix: str | None = None) -> str:
@@ -71,12 +70,14 @@ def encode_value(value: float, prefix: str | None = None) -> str:
         raise ValueError(f"cannot encode {value!r}")
     if prefix is None:
         magnitude = abs(value)
-        for p, limit in _ENCODE_LIMITS:
-            if magnitude < limit:
-                prefix = p
-                break
-        else:
+        # the finest prefix 10^(3j) with magnitude / 10^(3j) < 2^27: j from the decade
+        j = 0 if magnitude == 0 else max(
+            0, math.floor((math.log10(magnitude) - _LOG_LIMIT) / 3) + 7)
+        if j < len(_ENCODE_ORDER) and magnitude / PREFIXES[_ENCODE_ORDER[j]] >= MAX_MANTISSA:
+            j += 1  # rounding at a decade's edge
+        if j >= len(_ENCODE_ORDER):
             raise ValueError(f"{value!r} does not fit a MethodSCRIPT variable")
+        prefix = _ENCODE_ORDER[j]
     mantissa = round(value / PREFIXES[prefix])
     if abs(mantissa) > MAX_MANTISSA:
         raise ValueError(f"{value!r} does not fit a MethodSCRIPT variable with prefix {prefix!r}")

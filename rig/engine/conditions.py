@@ -4,7 +4,6 @@ must look back in time)."""
 from __future__ import annotations
 
 import math
-import statistics
 from collections import deque
 
 from protocols.plan import EndCondition, FailureCriteria, Safety
@@ -89,16 +88,19 @@ class DeDtWatcher:
 
 class ShortDetector:
     """During a constant-current step, a short shows as |E| collapsing: below ``short_below_V``,
-    or falling by more than ``short_drop_fraction`` of its recent median within
-    ``short_drop_window_s``. Which kind it is shows only afterwards, so the detector waits one
-    window: still collapsed (|E| ~ I x R_short, below the threshold) is a hard short; back up,
-    or settled on a lower plateau above the threshold, is a soft short."""
+    or falling by more than ``short_drop_fraction`` of its recent level within
+    ``short_drop_window_s``. The recent level is a moving average over that window (O(1) per
+    sample; a noise spike moves it little, a plateau sets it). Which kind of short it is shows
+    only afterwards, so the detector waits one window: still collapsed (|E| ~ I x R_short,
+    below the threshold) is a hard short; back up, or settled on a lower plateau above the
+    threshold, is a soft short."""
 
     def __init__(self, fc: FailureCriteria) -> None:
         self.below = fc.short_below_V
         self.frac = fc.short_drop_fraction
         self.window_s = fc.short_drop_window_s
-        self.history: deque[tuple[float, float]] = deque()
+        self.level: float | None = None
+        self.last_ts = 0.0
         self.suspect_since: float | None = None
 
     @property
@@ -109,22 +111,22 @@ class ShortDetector:
         a = abs(e)
         if self.suspect_since is not None:
             return self.classify(a) if ts - self.suspect_since >= self.window_s else None
-        h = self.history
-        while h and h[0][0] < ts - self.window_s:
-            h.popleft()
-        # the median of the recent window: a noise spike does not move it, a short does
-        ref = statistics.median(x for _, x in h) if h else a
-        h.append((ts, a))
+        level = self.level
         collapsed = self.below is not None and a < self.below
-        dropped = self.frac is not None and ref > 0 and (ref - a) / ref > self.frac
+        dropped = (self.frac is not None and level is not None and level > 0
+                   and (level - a) / level > self.frac)
         if collapsed or dropped:
             self.suspect_since = ts
+            return None
+        weight = min(1.0, (ts - self.last_ts) / self.window_s)
+        self.level = a if level is None else level + weight * (a - level)
+        self.last_ts = ts
         return None
 
     def classify(self, a: float) -> str:
         """Hard if |E| is still under the hard threshold, else soft."""
         self.suspect_since = None
-        self.history.clear()
+        self.level = None
         return "short_hard" if self.below is not None and a < self.below else "short_soft"
 
 
