@@ -282,30 +282,94 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def outcome_text(o: dict[str, Any]) -> str:
-    """One line a person reads: the protocol's answer for a channel."""
-    kind = o.get("outcome")
+    """One line a person reads: the protocol's answer for a channel. Never raises: a value the
+    outcome could not compute (None) is said in words, with the outcome's ``reason``."""
     if o.get("error"):
         return f"could not be computed: {o['error']}"
-    if kind == "reservoir_ce" and o.get("ce") is not None:
-        return f"CE {o['ce'] * 100:.2f} % (reservoir method, {o['n_cycles']} cycles)"
-    if kind == "per_cycle_ce" and o.get("ce_mean") is not None:
-        return f"mean CE {o['ce_mean'] * 100:.2f} % ({o['n_cycles']} cycles)"
-    if kind == "ccd" and o.get("ccd_mA_cm2") is not None:
-        fail = (f"; {o['failure']} at {o['failing_mA_cm2']:g} mA/cm^2 in cycle "
-                f"{o['failure_cycle']}" if o.get("failure") else "")
-        return f"critical current density {o['ccd_mA_cm2']:g} mA/cm^2{fail}"
-    if kind == "failure_cycle":
-        if o.get("failed"):
-            return f"failed ({o['failure']}) in cycle {o['failure_cycle']}"
-        return f"no failure in {o.get('cycles_completed')} cycles"
-    if kind == "sei_growth" and o.get("r_sei_ohm_cm2") is not None:
-        return (f"R_SEI {o['r_sei_ohm_cm2']:.1f} ohm cm^2 at the end, growing "
-                f"{o['r_sei_growth_ohm_per_h']:.3g} ohm/h at rest")
-    if kind == "gas_per_cycle" and o.get("total_umol") is not None:
-        return (f"gas: cycle 1 {o['first_cycle_umol']:.2f} umol, later cycles "
-                f"{o['later_mean_umol']:.2f} umol each; total {o['total_umol']:.1f} umol "
-                f"({o['total_uL_stp']:.0f} uL at STP)")
+    text = _OUTCOME_TEXT.get(o.get("outcome"))  # type: ignore[arg-type]
+    if text is not None:
+        return text(o)
     return o.get("reason") or json.dumps(o)[:120]
+
+
+def _because(o: dict[str, Any]) -> str:
+    return f": {o['reason']}" if o.get("reason") else ""
+
+
+def _reservoir_ce_text(o: dict[str, Any]) -> str:
+    if o.get("ce") is None:
+        return f"no CE (reservoir method){_because(o)}"
+    note = f"; {o['reason']}" if o.get("reason") else ""
+    return f"CE {o['ce'] * 100:.2f} % (reservoir method, {o.get('n_cycles')} cycles){note}"
+
+
+def _per_cycle_ce_text(o: dict[str, Any]) -> str:
+    first = (f"; cycle 1 CE {o['first_cycle_ce'] * 100:.2f} %"
+             if o.get("first_cycle_ce") is not None else "")
+    if o.get("ce_mean") is None:
+        return f"no mean CE{_because(o)}{first}"
+    return f"mean CE {o['ce_mean'] * 100:.2f} % ({o.get('n_cycles')} cycles){first}"
+
+
+def _ccd_text(o: dict[str, Any]) -> str:
+    failure, failing, cycle = o.get("failure"), o.get("failing_mA_cm2"), o.get("failure_cycle")
+    where = f" in cycle {cycle}" if cycle is not None else ""
+    if o.get("ccd_mA_cm2") is None:
+        if failure and failing is not None:
+            return (f"no stable current density: {failure} in the first rung at {failing:g} "
+                    f"mA/cm^2{where}")
+        if failure:
+            return f"no stable current density: {failure}{where}{_because(o)}"
+        return f"no critical current density{_because(o)}"
+    text = f"critical current density {o['ccd_mA_cm2']:g} mA/cm^2"
+    if failure:
+        at = f" at {failing:g} mA/cm^2" if failing is not None else ""
+        return f"{text}; {failure}{at}{where}"
+    if o.get("reached_max"):
+        return f"{text} (every rung completed without a failure: a lower bound)"
+    return f"{text}; {o['reason']}" if o.get("reason") else text
+
+
+def _failure_cycle_text(o: dict[str, Any]) -> str:
+    if o.get("failed"):
+        cycle = o.get("failure_cycle")
+        return f"failed ({o.get('failure')})" + (f" in cycle {cycle}" if cycle is not None
+                                                 else "")
+    return f"no failure in {o.get('cycles_completed')} cycles"
+
+
+def _sei_growth_text(o: dict[str, Any]) -> str:
+    r_sei = o.get("r_sei_ohm") or []
+    if o.get("r_sei_ohm_cm2") is not None:
+        text = f"R_SEI {o['r_sei_ohm_cm2']:.1f} ohm cm^2 at the end"
+    elif r_sei:
+        text = f"R_SEI {r_sei[-1]:.1f} ohm at the end"
+    else:
+        return f"no R_SEI{_because(o)}"
+    if o.get("r_sei_growth_ohm_per_h") is not None:
+        text += f", growing {o['r_sei_growth_ohm_per_h']:.3g} ohm/h at rest"
+    else:
+        text += f" ({len(r_sei)} sweep fitted: no growth rate)"
+    failed = len(o.get("failed_fits") or [])
+    return text + (f"; {failed} sweep(s) could not be fitted" if failed else "")
+
+
+def _gas_text(o: dict[str, Any]) -> str:
+    if not o.get("cycles") and o.get("first_cycle_umol") is None:
+        return f"no gas per cycle{_because(o) or ': no cycle within the pressure record'}"
+    first, later = o.get("first_cycle_umol"), o.get("later_mean_umol")
+    parts = [f"cycle 1 {first:.2f} umol" if first is not None else "no cycle 1 reading",
+             f"later cycles {later:.2f} umol each" if later is not None else "no later cycles"]
+    if o.get("total_umol") is not None:
+        stp = (f" ({o['total_uL_stp']:.0f} uL at STP)" if o.get("total_uL_stp") is not None
+               else "")
+        parts.append(f"total {o['total_umol']:.2f} umol{stp}")
+    return "gas: " + "; ".join(parts)
+
+
+_OUTCOME_TEXT = {"reservoir_ce": _reservoir_ce_text, "per_cycle_ce": _per_cycle_ce_text,
+                 "ccd": _ccd_text, "failure_cycle": _failure_cycle_text,
+                 "sei_growth": _sei_growth_text, "gas_per_cycle": _gas_text}
 
 
 def _f(x: float | None, nd: int, scale: float = 1.0) -> str:

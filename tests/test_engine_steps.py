@@ -135,10 +135,21 @@ def test_goto_backwards_repeats_until_a_potential_end(tmp_path):
              cc(1.13, EndCondition("potential_above", 0.5, then="end:stripped"),
                 EndCondition("time", 3600, then="plate"), label="strip", half="strip")]
     result, conn, key = run_steps(tmp_path, steps, cell_type="na_cu",
-                                  safety=Safety(-1.0, 3.0, 0.01))
+                                  safety=Safety(-1.0, 3.0, 0.01), expected_ends=("stripped",))
     assert labels(conn, key) == ["plate", "strip"]
     assert result.reasons[0] == "stripped" and result.status == "completed"
-    assert result.exit_code == 0  # a named end of the protocol is its planned result
+    assert result.exit_code == 0  # a named end the plan expects is its planned result
+
+
+def test_a_time_end_takes_its_then_and_an_unexpected_named_end_is_an_early_end(tmp_path):
+    steps = [cc(1.13, EndCondition("charge", 10 * Q1), EndCondition("time", 600,
+                                                                    then="end:timed_out"),
+                label="long"),
+             Rest((EndCondition("time", 60),), REC, label="never")]
+    result, conn, key = run_steps(tmp_path, steps)
+    (step,) = get_steps(conn, key, 0)
+    assert step["end_reason"] == "time"  # the time end came first, not the charge
+    assert result.reasons[0] == "timed_out" and result.exit_code == 1
 
 
 def test_nested_loops_number_cycles_globally(tmp_path):

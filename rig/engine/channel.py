@@ -32,13 +32,12 @@ if TYPE_CHECKING:
 
 
 class ChannelEnded(Exception):
-    """Ends the channel's plan early with a reason (safety_window, aborted, instrument_fault...).
-    ``planned``: the protocol itself ended it (an ``end:<outcome>`` end condition)."""
+    """Ends the channel's plan early with a reason (safety_window, aborted, instrument_fault, or
+    the name of an ``end:<outcome>`` end condition)."""
 
-    def __init__(self, reason: str, message: str = "", planned: bool = False) -> None:
+    def __init__(self, reason: str, message: str = "") -> None:
         super().__init__(message or reason)
         self.reason = reason
-        self.planned = planned
 
 
 class Goto(Exception):
@@ -76,7 +75,6 @@ class ChannelState:
     plate_eta_V: float = math.nan
     cycle_etas: list[float] = field(default_factory=list)  # mean |E| per cycle, for divergence
     eis_sweeps: int = 0
-    planned_end: bool = False
 
 
 @dataclass
@@ -174,7 +172,7 @@ class ChannelRunner:
             await self._run_steps(self.plan.steps)
             reason = "completed"
         except ChannelEnded as end:
-            reason, self.state.planned_end = end.reason, end.planned
+            reason = end.reason
         except Goto as goto:
             reason = "bad_plan"
             ctx.writer.event(ctx.run_key, ch, ctx.clock.now(), "error", "bad_plan",
@@ -212,7 +210,7 @@ class ChannelRunner:
                 else:
                     result = await self._run_step(step)
                     if result.then.startswith("end:"):
-                        raise ChannelEnded(result.then[4:], planned=True)
+                        raise ChannelEnded(result.then[4:])
                     if result.then != "next":
                         raise Goto(result.then)
             except Goto as goto:
@@ -373,19 +371,22 @@ class ChannelRunner:
                             start: Any) -> StepResult:
         """Run a step to its end; a pause splits it into segments with an open-circuit hold
         between them, and the step still passes the charge (or time) it owes."""
-        time_left = cond.time_limit(step.ends, 0.0) if cond.has_time_end(step.ends) else math.inf
+        time_end = cond.time_end(step.ends)
         charge_end = cond.charge_end(step.ends)
-        if math.isinf(time_left) and (charge_end is None or i_abs == 0):
+        if time_end is None and (charge_end is None or i_abs == 0):
             raise cond.BadPlan(f"step {step.label or step.kind} has neither a time nor a "
                                "charge limit")
         while True:
-            duration = time_left - totals.t_active
-            if charge_end is not None and i_abs > 0:
-                duration = min(duration, (charge_end.value - abs(totals.q)) / i_abs)
+            # which limit comes first decides the segment's length, and the step's end reason
+            t_left = time_end.value - totals.t_active if time_end else math.inf
+            q_left = ((charge_end.value - abs(totals.q)) / i_abs
+                      if charge_end is not None and i_abs > 0 else math.inf)
+            limit = time_end if t_left <= q_left else charge_end
+            duration = min(t_left, q_left)
             if duration <= 1e-9:
-                return self._result(step, totals, "charge" if charge_end else "time")
+                return self._result(step, totals, limit.kind, limit.then)
             await start(duration)
-            outcome = await self._stream(step, duration, totals)
+            outcome = await self._stream(step, duration, totals, limit)
             if outcome is not None:
                 return outcome
             await self._hold()  # paused: hold at open circuit, then the rest of the step
@@ -395,9 +396,11 @@ class ChannelRunner:
         mean = totals.e_abs_dt / totals.t_active if totals.t_active > 0 else math.nan
         return StepResult(reason, totals.q, mean, totals.e_end, totals.n, then)
 
-    async def _stream(self, step: Step, duration: float, totals: StepTotals) -> StepResult | None:
-        """Read a running segment's samples until it ends. Returns the step's result, or None
-        when a pause interrupted it (the instrument is already stopped)."""
+    async def _stream(self, step: Step, duration: float, totals: StepTotals,
+                      limit: EndCondition) -> StepResult | None:
+        """Read a running segment's samples until it ends (``limit``: the time or charge end
+        that sets its ``duration``). Returns the step's result, or None when a pause
+        interrupted it (the instrument is already stopped)."""
         ctx, ch = self.ctx, self.channel
         clock, writer, run_key = ctx.clock, ctx.writer, ctx.run_key
         safety = ctx.safety
@@ -413,7 +416,10 @@ class ChannelRunner:
         recorder = Recorder(step.record)
         step_no, cycle = self.state.step_no, self.state.cycle
         t0 = clock.now()
-        window = ctx.read_window(acquire_every(step.record))
+        # a step that may end before its duration (a cutoff, |dE/dt|, a short) is read in
+        # shorter batches on the virtual clock, so its end is seen close to when it happens
+        early = bool(ends or dedt or shorts)
+        window = ctx.read_window(acquire_every(step.record), early)
         q, e_abs_dt, t_before = totals.q, totals.e_abs_dt, totals.t_active
         last_ts, e, i, n = 0.0, math.nan, 0.0, 0
         hit: EndCondition | None = None
@@ -479,7 +485,7 @@ class ChannelRunner:
         if self.holding and not ended:
             return None
         if last_ts >= duration - 1e-6 or (charge_end and abs(q) >= q_end * 0.999):
-            return self._result(step, totals, "charge" if charge_end is not None else "time")
+            return self._result(step, totals, limit.kind, limit.then)
         if self.holding:
             return None
         return self._result(step, totals, "instrument_stopped")

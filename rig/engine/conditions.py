@@ -15,18 +15,9 @@ class BadPlan(Exception):
     """A step the engine cannot bound in time."""
 
 
-def time_limit(ends: tuple[EndCondition, ...], i_abs: float) -> float:
-    """The step's planned duration: its time end, or its charge end at constant current."""
-    limits = [c.value for c in ends if c.kind == "time"]
-    if i_abs > 0:
-        limits += [c.value / i_abs for c in ends if c.kind == "charge"]
-    if not limits:
-        raise BadPlan("a step has neither a time nor a charge limit")
-    return min(limits)
-
-
-def has_time_end(ends: tuple[EndCondition, ...]) -> bool:
-    return any(c.kind == "time" for c in ends)
+def time_end(ends: tuple[EndCondition, ...]) -> EndCondition | None:
+    """The step's earliest time end, if it has one."""
+    return min((c for c in ends if c.kind == "time"), key=lambda c: c.value, default=None)
 
 
 def charge_end(ends: tuple[EndCondition, ...]) -> EndCondition | None:

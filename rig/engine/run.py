@@ -69,7 +69,8 @@ class RunContext:
     # how often a channel reads its instrument, in clock seconds: on hardware often enough to
     # react; on the virtual clock in batches (the instrument's own cutoffs act in between)
     read_every_s: float = 1.0
-    virtual_batch: int = 32
+    virtual_batch: int = 128        # a step whose end is known (its charge or time)
+    virtual_batch_early: int = 16   # a step that may end sooner (cutoffs, |dE/dt|, shorts)
 
     async def outcome_of(self, runner: ChannelRunner, reason: str) -> dict[str, Any] | None:
         """The protocol's named result for a channel that ended (CE, CCD, failure cycle...),
@@ -96,9 +97,10 @@ class RunContext:
         finally:
             conn.close()
 
-    def read_window(self, interval_s: float) -> float:
+    def read_window(self, interval_s: float, early: bool = True) -> float:
         if self.clock.is_virtual:
-            return max(interval_s * self.virtual_batch, self.read_every_s)
+            batch = self.virtual_batch_early if early else self.virtual_batch
+            return max(interval_s * batch, self.read_every_s)
         return min(interval_s, self.read_every_s)
 
 
@@ -185,8 +187,8 @@ async def drive(ctx: RunContext, runners: list[ChannelRunner], plan: Plan,
     reasons = dict(already or {})
     reasons.update({r.channel: reason for r, reason in zip(runners, reasons_list)})
     reasons = dict(sorted(reasons.items()))
-    planned = {"completed", *plan.expected_ends,
-               *(r.state.end_reason for r in runners if r.state.planned_end)}
+    # an end:<name> of the protocol is its planned result only if the plan lists it
+    planned = {"completed", *plan.expected_ends}
     if all(r in planned for r in reasons.values()):
         status = "completed"
     elif all(r == "aborted" for r in reasons.values()):
