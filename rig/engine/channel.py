@@ -416,9 +416,11 @@ class ChannelRunner:
         recorder = Recorder(step.record)
         step_no, cycle = self.state.step_no, self.state.cycle
         t0 = clock.now()
-        # a step that may end before its duration (a cutoff, |dE/dt|, a short) is read in
-        # shorter batches on the virtual clock, so its end is seen close to when it happens
-        early = bool(ends or dedt or shorts)
+        # a step that may end before its duration (a cutoff, |dE/dt|) is read in shorter
+        # batches on the virtual clock, so its end is seen close to when it happens (a short is
+        # seen at its exact sample either way; only the output-off comes up to a batch later
+        # in simulated time)
+        early = bool(ends or dedt)
         window = ctx.read_window(acquire_every(step.record), early)
         q, e_abs_dt, t_before = totals.q, totals.e_abs_dt, totals.t_active
         last_ts, e, i, n = 0.0, math.nan, 0.0, 0
