@@ -126,3 +126,44 @@ def test_a_gas_holder_over_its_limit_ends_its_cell_with_overpressure(tmp_path):
     assert events and "above the holder's limit 1.2000 bar" in events[0]["message"]
     pressure = get_sensors(conn, result.run_key, quantity="pressure_Pa")
     assert pressure[-1][3] > 1.2e5
+
+
+def test_an_instrument_that_goes_dead_ends_its_channel_and_the_others_carry_on(tmp_path):
+    from rig.sim.emstat import FaultProfile
+
+    cells = (CellSpec(0, "G0", "symmetric", AREA, "1 M NaPF6 in diglyme"),
+             CellSpec(1, "G1", "symmetric", AREA, "1 M NaPF6 in diglyme"))
+    steps = cycling_plan(2).channels[0].steps
+    plan = Plan("sequence", "dead port", Safety(-1, 1, 0.01),
+                tuple(ChannelPlan(c, steps) for c in cells), total_cycles=2)
+    # channel 0's port dies at the 3rd host command (and stays dead)
+    station = station_for(plan, faults={"es4-ch0": FaultProfile(disconnect=0.3, seed=3)})
+    result, conn = run(plan, tmp_path / "s.db", station)
+    assert result.reasons == {0: "instrument_fault", 1: "completed"}
+    assert result.exit_code == 3
+    events = [e["kind"] for e in get_events(conn, result.run_key, 0)]
+    assert "instrument_fault" in events
+    assert len(get_steps(conn, result.run_key, 1)) == 4  # the other channel ran every step
+
+
+def test_sensor_faults_are_retried_and_every_lost_reading_is_logged(tmp_path):
+    import re
+
+    from rig.sim.glovebox import ModbusFaultProfile
+    from rig.sim.keller import FaultProfile as KellerFaults
+
+    plan = cycling_plan(1, headspace_mL=5.0)
+    station = station_for(plan, faults={
+        "box-h2o": ModbusFaultProfile(exception=0.05, seed=1),
+        "keller-ch0": KellerFaults(bad_crc=0.05, truncated=0.02, seed=2)})
+    result, conn = run(plan, tmp_path / "s.db", station)
+    assert result.status == "completed"
+    events = get_events(conn, result.run_key)
+    assert not any(e["kind"] == "interlock_hold" for e in events)
+    polls = 2 * 3600 / 30 + 1  # two hours, every 30 s, both ends
+    for sensor, quantity in (("box-h2o", "h2o_ppm"), ("keller-ch0", "pressure_Pa")):
+        readings = len(get_sensors(conn, result.run_key, quantity=quantity))
+        missed = sum(int(re.search(r"after (\d+) failed", e["message"]).group(1))
+                     for e in events if e["kind"] == "sensor_ok" and sensor in e["message"])
+        assert readings + missed in (polls - 1, polls)  # every poll: a reading or a logged miss
+        assert readings >= polls - 6  # the drivers' retries absorbed nearly all faults

@@ -55,7 +55,7 @@ class SensorHub:
                                                  s.holder.rate_warning_Pa_per_s))
             for s in self.sensors if s.kind == "pressure" and getattr(s, "holder", None)
         }
-        self.faulty: set[str] = set()
+        self.faulty: dict[str, int] = {}  # sensor -> failed polls in a row
 
     def tasks(self) -> list[asyncio.Task]:
         return [asyncio.create_task(self._poll(s)) for s in self.sensors]
@@ -134,13 +134,16 @@ class SensorHub:
                 r.nudge()
 
     def _fault(self, sensor: Any, t: float, exc: InstrumentError) -> None:
-        if sensor.name not in self.faulty:  # log the change, not every failed poll
-            self.faulty.add(sensor.name)
+        """A poll that gave nothing (the driver's retries ran out): the first of a spell is an
+        event; the spell's length is in the event that ends it."""
+        if sensor.name not in self.faulty:
             self.ctx.writer.event(self.ctx.run_key, sensor.channel, t, "warning", "sensor_fault",
                                   f"sensor {sensor.name}: {type(exc).__name__}: {exc}")
+        self.faulty[sensor.name] = self.faulty.get(sensor.name, 0) + 1
 
     def _recovered(self, sensor: Any, t: float) -> None:
-        if sensor.name in self.faulty:
-            self.faulty.discard(sensor.name)
+        missed = self.faulty.pop(sensor.name, 0)
+        if missed:
             self.ctx.writer.event(self.ctx.run_key, sensor.channel, t, "info", "sensor_ok",
-                                  f"sensor {sensor.name} answers again")
+                                  f"sensor {sensor.name} answers again after {missed} failed "
+                                  f"poll{'s' if missed > 1 else ''}")
