@@ -41,12 +41,22 @@ class Sample:
     overload: bool = False
 
 
+MODES = ("current", "potential", "open_circuit", "eis")
+"""The kinds of step a potentiostat channel may run (``Ranges.modes``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Ranges:
-    """What a potentiostat channel can do, so a plan can be checked before a cell is touched."""
+    """What a potentiostat channel can do, so a plan can be checked before a cell is touched.
+
+    ``modes``: which of ``MODES`` it runs; ``max_frequency_Hz``: the highest EIS frequency
+    (None: no limit known).
+    """
 
     max_current_A: float
     max_potential_V: float
+    modes: tuple[str, ...] = MODES
+    max_frequency_Hz: float | None = None
 
 
 @runtime_checkable

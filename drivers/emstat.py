@@ -70,7 +70,9 @@ MAX_BANDWIDTH_DC_HZ = 200                 # set_max_bandwidth for CP/CA
 # EmStat4 LR current ranges; the 10 mA range carries up to the 30 mA maximum
 CURRENT_RANGES_A = (1e-9, 10e-9, 100e-9, 1e-6, 10e-6, 100e-6, 1e-3, 10e-3)
 ERROR_NO_SCRIPT_RUNNING = 0x0006          # 'Z!0006': abort with nothing to abort
-EMSTAT4_LR_RANGES = Ranges(max_current_A=0.03, max_potential_V=3.0)   # +-30 mA, +-3 V
+MAX_FREQUENCY_HZ = 200e3                  # EmStat4 EIS: up to 200 kHz
+EMSTAT4_LR_RANGES = Ranges(max_current_A=0.03, max_potential_V=3.0,   # +-30 mA, +-3 V
+                           max_frequency_Hz=MAX_FREQUENCY_HZ)
 
 # ---- timing rules of the driver -----------------------------------------------------------------
 # A package due within this after until_s counts as due by until_s: float noise between the

@@ -246,7 +246,8 @@ class _Step:
 class Keithley2450:
     """One Keithley 2450 (or a 2400, ``command_set="2400"``) as a galvanostat channel."""
 
-    ranges = Ranges(max_current_A=MAX_CURRENT_A, max_potential_V=MAX_POTENTIAL_V)
+    ranges = Ranges(max_current_A=MAX_CURRENT_A, max_potential_V=MAX_POTENTIAL_V,
+                    modes=("current", "open_circuit"))  # a galvanostat: no potential, no EIS
     streaming = False  # one reading per read_samples call: read once per recording interval
 
     def __init__(

@@ -2,14 +2,17 @@
 
 Exit codes: 0 success; 1 the run ended early (safety trip, failure, aborted); 2 bad input (one
 clear message on stderr, no traceback); 3 an instrument fault the rig could not recover from.
+A reader that closes stdout early (`| head`) ends the command quietly with 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -27,13 +30,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
     except UsageError as exc:
         print(f"rig: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("rig: interrupted", file=sys.stderr)
         return EXIT_EARLY
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return EXIT_EARLY
+
+
+def _stdout_to_devnull() -> None:
+    """The reader of our stdout went away (`rig validate --schema | head -1`): the standard
+    remedy (Python's signal docs) — point stdout at devnull so the flush at exit stays quiet,
+    and exit 1 without a traceback."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass  # stdout is not a file descriptor (an embedding caller's stream)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -286,7 +305,7 @@ def outcome_text(o: dict[str, Any]) -> str:
     outcome could not compute (None) is said in words, with the outcome's ``reason``."""
     if o.get("error"):
         return f"could not be computed: {o['error']}"
-    text = _OUTCOME_TEXT.get(o.get("outcome"))  # type: ignore[arg-type]
+    text = _OUTCOME_TEXT.get(o.get("outcome"))
     if text is not None:
         return text(o)
     return o.get("reason") or json.dumps(o)[:120]

@@ -1,12 +1,20 @@
 """A plan checked against the instruments that will run it, before a cell is touched: every
-current within the channel's range, the safety window within what the instrument can apply."""
+current within the channel's range, the safety window within what the instrument can apply,
+every step of a kind the instrument runs (``Ranges.modes``), every EIS frequency within its
+``max_frequency_Hz``."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 from drivers.base import Ranges
-from protocols.plan import ConstantCurrent, ConstantPotential, Loop, Plan, Step
+from protocols.plan import ConstantCurrent, ConstantPotential, Eis, Loop, Plan, Rest, Step
+
+MODE_OF = {ConstantCurrent: "current", ConstantPotential: "potential", Rest: "open_circuit",
+           Eis: "eis"}
+"""Which of ``drivers.base.MODES`` a step needs."""
+MODE_TEXT = {"current": "constant-current step", "potential": "potential step",
+             "open_circuit": "open-circuit rest", "eis": "EIS step"}
 
 
 def _steps(steps: tuple[Step, ...]) -> Iterator[Step]:
@@ -45,4 +53,30 @@ def check_ranges(plan: Plan, ranges: dict[int, tuple[str, Ranges]], source: str)
         if max(potentials + [window]) > r.max_potential_V:
             problems.append(f"{where}: potentials up to {max(potentials + [window]):g} V exceed "
                             f"the +-{r.max_potential_V:g} V of {name}")
+        problems += _capability_problems(list(_steps(cp.steps)), r, where, name)
+    return problems
+
+
+def _labels(steps: list[Step], what: str) -> str:
+    """``potential step "hold"``, ``EIS steps "eis_before", "eis_after"``."""
+    labels = list(dict.fromkeys(f'"{s.label}"' for s in steps))
+    return f"{what}{'s' if len(labels) > 1 else ''} {', '.join(labels)}"
+
+
+def _capability_problems(steps: list[Step], r: Ranges, where: str, name: str) -> list[str]:
+    """Steps of a kind the instrument does not run; EIS sweeps above its highest frequency."""
+    problems = []
+    for mode, text in MODE_TEXT.items():
+        needing = [s for s in steps if MODE_OF[type(s)] == mode]
+        if needing and mode not in r.modes:
+            problems.append(f"{where}: {_labels(needing, text)} cannot run on {name} (it runs "
+                            f"only {', '.join(MODE_TEXT.get(m, m) + 's' for m in r.modes)})")
+    if r.max_frequency_Hz is not None and "eis" in r.modes:
+        too_high = [s for s in steps if isinstance(s, Eis)
+                    and max(s.f_start_Hz, s.f_end_Hz) > r.max_frequency_Hz]
+        if too_high:
+            f = max(max(s.f_start_Hz, s.f_end_Hz) for s in too_high)
+            problems.append(f"{where}: {_labels(too_high, 'EIS step')} sweeps up to "
+                            f"{f / 1e3:g} kHz, above the {r.max_frequency_Hz / 1e3:g} kHz "
+                            f"maximum of {name}")
     return problems

@@ -112,9 +112,7 @@ def test_currents_beyond_the_instrument_range_are_refused_before_anything_runs(t
     assert not (tmp_path / "s.db").exists()
 
 
-def test_validate_against_a_station_file_uses_each_channels_instrument(tmp_path):
-    station = tmp_path / "station.toml"
-    station.write_text("""
+BENCH_STATION = """
 name = "bench"
 [[instruments]]
 name = "es4-a"
@@ -130,10 +128,185 @@ instrument = "smu"
 [[channels]]
 channel = 1
 instrument = "es4-a"
-""")
+"""
+
+
+def test_validate_against_a_station_file_uses_each_channels_instrument(tmp_path):
+    station = tmp_path / "station.toml"
+    station.write_text(BENCH_STATION)
     big = tmp_path / "big.toml"
     big.write_text(SMALL.replace('"1 mA/cm^2"', '"50 mA/cm^2"'))
     out = rig("validate", str(big), "--station", str(station), db=tmp_path / "s.db")
     assert out.returncode == 2
     assert "cells[0]" not in out.stderr  # the 2450 sources 56.5 mA
     assert "cells[1] (C1, channel 1): current 56.5 mA" in out.stderr and "es4-a" in out.stderr
+
+
+def test_validate_against_a_station_refuses_steps_its_instruments_cannot_run(tmp_path):
+    station = tmp_path / "station.toml"
+    station.write_text(BENCH_STATION)  # channel 0: a Keithley 2450, channel 1: an EmStat4
+    protocol = tmp_path / "seq.toml"
+    protocol.write_text(SEQUENCE_POTENTIAL_EIS)
+    out = rig("validate", str(protocol), "--station", str(station), db=tmp_path / "s.db")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    g1 = f"{protocol}: cells[0] (G1, channel 0): "
+    assert (g1 + 'potential step "hold" cannot run on Keithley 2450 smu') in out.stderr
+    assert (g1 + 'EIS steps "eis_before", "eis_high" cannot run on Keithley 2450 smu') \
+        in out.stderr
+    assert "only constant-current steps, open-circuit rests" in out.stderr
+    c1 = f"{protocol}: cells[1] (C1, channel 1): "
+    assert (c1 + 'EIS step "eis_high" sweeps up to 500 kHz, above the 200 kHz maximum of '
+            "EmStat4 es4-a") in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 3  # the EmStat runs the rest
+    # the built-in simulated station (EmStat4s) refuses the 500 kHz sweep too, in rig run
+    out = rig("run", str(protocol), db=tmp_path / "s.db")
+    assert out.returncode == 2 and "above the 200 kHz maximum" in out.stderr
+    assert not (tmp_path / "s.db").exists()
+
+
+SEQUENCE_POTENTIAL_EIS = """
+kind = "sequence"
+name = "potential and EIS"
+[record]
+every = "10 s"
+[safety]
+max_current = "5 mA"
+[[steps]]
+type = "eis"
+label = "eis_before"
+f_start = "100 kHz"
+[[steps]]
+type = "potential"
+label = "hold"
+potential = "0 V"
+until = {time = "1 min"}
+[[steps]]
+type = "eis"
+label = "eis_high"
+f_start = "500 kHz"
+[[cells]]
+channel = 0
+cell_id = "G1"
+type = "symmetric"
+area = "1.13 cm^2"
+electrolyte = "1 M NaPF6 in diglyme"
+[[cells]]
+channel = 1
+cell_id = "C1"
+type = "symmetric"
+area = "1.13 cm^2"
+electrolyte = "1 M NaClO4 in EC:DEC"
+"""
+
+
+def _show_result(db: Path, protocol: Path) -> str:
+    run = rig("run", str(protocol), db=db)
+    assert run.returncode == 0, run.stderr
+    show = rig("show", "latest", db=db)
+    assert show.returncode == 0 and "Traceback" not in show.stderr, show.stderr
+    return next(line for line in show.stdout.splitlines() if "result:" in line)
+
+
+def test_show_reads_a_one_cycle_gas_run(tmp_path):
+    gas = tmp_path / "gas.toml"
+    # the cycle (10 min rest, 2 x 15.3 min) ends just after a sensor poll (every 10 simulated
+    # min), so cycle 1 lies inside the pressure record
+    gas.write_text("""
+kind = "gas_evolution"
+name = "gas, one cycle"
+rest_before = "10 min"
+current_density = "1 mA/cm^2"
+areal_capacity = "0.255 mAh/cm^2"
+cycles = 1
+record_interval = "10 s"
+[[cells]]
+channel = 0
+cell_id = "GAS1"
+type = "symmetric"
+area = "1.13 cm^2"
+electrolyte = "1 M NaPF6 in diglyme"
+headspace = "5 mL"
+""")
+    result = _show_result(tmp_path / "s.db", gas)
+    assert "gas: cycle 1 " in result and " umol; no later cycles; total " in result, result
+
+
+def test_show_reads_a_one_sweep_impedance_run(tmp_path):
+    eis = tmp_path / "eis.toml"
+    eis.write_text("""
+kind = "ocv_impedance"
+name = "one sweep"
+interval = "10 min"
+sweeps = 1
+record_interval = "1 min"
+[eis]
+f_start = "10 kHz"
+f_end = "1 Hz"
+points_per_decade = 4
+[[cells]]
+channel = 0
+cell_id = "EIS1"
+type = "symmetric"
+area = "1.13 cm^2"
+electrolyte = "1 M NaPF6 in diglyme"
+""")
+    result = _show_result(tmp_path / "s.db", eis)
+    assert "R_SEI " in result and " ohm cm^2 at the end (1 sweep fitted: no growth rate)" \
+        in result, result
+
+
+def test_show_says_a_ccd_run_failed_in_its_first_rung_in_words(tmp_path):
+    ccd = tmp_path / "ccd.toml"
+    # a hard-short threshold of 1 V: the first rung's ~0.13 V reads as a short
+    ccd.write_text("""
+kind = "critical_current_density"
+name = "first rung fails"
+current_densities = ["0.5 mA/cm^2", "1 mA/cm^2"]
+areal_capacity = "0.1 mAh/cm^2"
+cycles_per_step = 2
+record_interval = "10 s"
+[failure]
+short_below = "1 V"
+short_drop_window = "60 s"
+[[cells]]
+channel = 0
+cell_id = "CCD1"
+type = "symmetric"
+area = "1.13 cm^2"
+electrolyte = "1 M NaClO4 in EC:DEC"
+""")
+    result = _show_result(tmp_path / "s.db", ccd)
+    assert ("result: no stable current density: short_hard in the first rung at 0.5 mA/cm^2 "
+            "in cycle 1") in result, result
+    assert "{" not in result
+
+
+def test_a_full_cell_on_the_simulated_station_is_one_clear_message(tmp_path):
+    full = tmp_path / "full.toml"
+    full.write_text(SMALL.replace('cell_id = "C1"\ntype = "symmetric"',
+                                  'cell_id = "C1"\ntype = "full"'))
+    assert rig("validate", str(full), db=tmp_path / "s.db").returncode == 0
+    out = rig("run", str(full), db=tmp_path / "s.db")
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip() == (
+        "rig: channel 1 (C1): the simulated station cannot model this cell: cell_type 'full' "
+        "is not modelled yet; use symmetric, na_cu or na_al")
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_validate_schema_into_a_pipe_closed_after_one_line_exits_quietly(tmp_path):
+    import fcntl
+
+    read_end, write_end = os.pipe()
+    if hasattr(fcntl, "F_SETPIPE_SZ"):  # a small pipe: the schema cannot fit before we close
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    proc = subprocess.Popen([sys.executable, "-m", "rig.cli", "validate", "--schema"],
+                            stdout=write_end, stderr=subprocess.PIPE, cwd=ROOT,
+                            env={**os.environ, "NARIG_DB": str(tmp_path / "s.db")})
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as out:
+        assert out.readline() == b"{\n"  # `| head -1`: one line, then the reader is gone
+    stderr = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) in (0, 1)
+    assert stderr == "", stderr

@@ -690,6 +690,14 @@ def test_sequence_with_potential_or_eis_steps_needs_max_current():
         'so give the largest |current| allowed, e.g. max_current = "5 mA"')
 
 
+def test_sequence_of_rests_only_gets_a_nonzero_default_max_current():
+    plan = parse_protocol(seq(rest_step(), head='[record]\nevery = "10 s"\n'), SRC)
+    assert plan.safety.i_max_A == pytest.approx(1e-3)  # not 2 x 0 A: noise would trip it
+    given = parse_protocol(seq(rest_step(), head='[record]\nevery = "10 s"\n[safety]\n'
+                                                 'max_current = "50 uA"\n'), SRC)
+    assert given.safety.i_max_A == pytest.approx(50e-6)
+
+
 def test_sequence_expected_ends_must_be_known_reasons():
     assert only_problem(seq(PLATE_STRIP, top='expected_ends = ["shrot"]')) == (
         'expected_ends[0]: "shrot" is neither an end:<outcome> of this file nor an engine end '

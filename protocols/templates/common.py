@@ -27,6 +27,8 @@ from protocols.plan import (
 
 DEFAULT_WINDOW_V = (-1.0, 1.0)  # domain.md: |E| <= 1 V for Na||Na plating-stripping
 CURRENT_MARGIN = 2.0  # default max |current| = this x the largest planned |current|
+NO_CURRENT_I_MAX_A = 1e-3  # default max |current| when no current is planned (a rests-only
+# sequence): 2 x 0 A would trip on the first reading's noise
 
 _FAILURE_FIELDS = {  # file field -> FailureCriteria field
     "short_below": "short_below_V", "short_drop_fraction": "short_drop_fraction",
@@ -66,13 +68,16 @@ def safety_for(given: SafetyModel, channels: Iterable[ChannelPlan],
     """The run's Safety: the file's ``[safety]`` values, the kind's defaults for the rest.
 
     The default max |current| is twice the largest planned current, or ``default_i_max_A``
-    when the kind plans none it can know (open circuit and EIS).
+    when the kind plans none it can know (open circuit and EIS), or 1 mA when nothing plans a
+    current at all (never 0 A).
 
-    >>> safety_for(SafetyModel(), []).e_max_V
-    1.0
+    >>> safety_for(SafetyModel(), []).e_max_V, safety_for(SafetyModel(), []).i_max_A
+    (1.0, 0.001)
     """
     planned = max((largest_current(c.steps) for c in channels), default=0.0)
     default = CURRENT_MARGIN * planned if default_i_max_A is None else default_i_max_A
+    if not default > 0:
+        default = NO_CURRENT_I_MAX_A
     i_max = given.max_current if given.max_current is not None else default
     e_min = given.min_potential if given.min_potential is not None else window_V[0]
     e_max = given.max_potential if given.max_potential is not None else window_V[1]

@@ -76,7 +76,14 @@ class SensorHub:
                     self._atmosphere(sensor, t, value)
                 else:
                     self._pressure(sensor, t, value)
-                await clock.sleep_until(t + max(sensor.poll_interval_s, self.floor_s))
+                await clock.sleep_until(t + self._interval(sensor))
+
+    def _interval(self, sensor: Any) -> float:
+        """The poll interval: as configured for gas-holder gauges (per-cycle gas needs their
+        readings at the cycle boundaries); at least the floor for the rest."""
+        if sensor.kind == "pressure":
+            return sensor.poll_interval_s
+        return max(sensor.poll_interval_s, self.floor_s)
 
     # ---- readings --------------------------------------------------------------------------
     def _atmosphere(self, sensor: Any, t: float, value: dict[str, float] | None) -> None:

@@ -174,12 +174,13 @@ class SimulatedInstruments:
 
             spec = self._specs.get(channel) or CellSpec(
                 channel, f"sim-{channel}", "symmetric", 1.13, "1 M NaPF6 in diglyme")
-            try:
-                electrolyte = electrolyte_for(spec.electrolyte)
+            try:  # a preset the text names, a cell type the model knows ('full' is not yet)
+                self.cells[channel] = NaCell(spec.cell_type, spec.area_cm2,
+                                             electrolyte_for(spec.electrolyte),
+                                             seed=cell_seed(self.seed, spec.cell_id))
             except ValueError as exc:
-                raise StationError(f"channel {spec.channel} ({spec.cell_id}): {exc}") from None
-            self.cells[channel] = NaCell(spec.cell_type, spec.area_cm2, electrolyte,
-                                         seed=cell_seed(self.seed, spec.cell_id))
+                raise StationError(f"channel {spec.channel} ({spec.cell_id}): the simulated "
+                                   f"station cannot model this cell: {exc}") from None
         return self.cells[channel]
 
     def _instrument(self, entry: EmStat4Entry | Keithley2450Entry, table: dict[str, Any]) -> Any:
