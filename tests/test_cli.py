@@ -8,30 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.protocol_text import two_cells
+
 ROOT = Path(__file__).resolve().parents[1]
 
-SMALL = """
-kind = "plating_stripping"
-name = "cli test"
-current_density = "1 mA/cm^2"
-areal_capacity = "0.5 mAh/cm^2"
-cycles = 3
-record_interval = "10 s"
-
-[[cells]]
-channel = 0
-cell_id = "G1"
-type = "symmetric"
-area = "1.13 cm^2"
-electrolyte = "1 M NaPF6 in diglyme"
-
-[[cells]]
-channel = 1
-cell_id = "C1"
-type = "symmetric"
-area = "1.13 cm^2"
-electrolyte = "1 M NaClO4 in EC:DEC"
-"""
+SMALL = two_cells("cli test")
 
 
 def rig(*args: str, db: Path, timeout: float = 120) -> subprocess.CompletedProcess:

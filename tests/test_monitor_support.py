@@ -13,33 +13,13 @@ from protocols.plan import CellSpec
 from rig.store import RunWriter
 from rig.tui import MonitorApp
 from rig.tui.widgets import ChannelTable, EventLog
+from tests.protocol_text import two_cells
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (140, 40)
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
-PROTOCOL = """
-kind = "plating_stripping"
-name = "monitor test"
-current_density = "1 mA/cm^2"
-areal_capacity = "{q}"
-cycles = {cycles}
-record_interval = "10 s"
 
-[[cells]]
-channel = 0
-cell_id = "G1"
-type = "symmetric"
-area = "1.13 cm^2"
-electrolyte = "1 M NaPF6 in diglyme"
-
-[[cells]]
-channel = 1
-cell_id = "C1"
-type = "symmetric"
-area = "1.13 cm^2"
-electrolyte = "1 M NaClO4 in EC:DEC"
-"""
 
 # what a simulated station records in runs.station_json, trimmed to what the monitor reads
 STATION = {
@@ -62,7 +42,7 @@ def rig_cmd(*args: str) -> list[str]:
 
 def write_protocol(tmp: Path, cycles: int, q: str = "0.5 mAh/cm^2") -> Path:
     path = tmp / "p.toml"
-    path.write_text(PROTOCOL.format(cycles=cycles, q=q))
+    path.write_text(two_cells("monitor test", q=q, cycles=cycles))
     return path
 
 

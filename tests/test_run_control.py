@@ -16,31 +16,13 @@ import pytest
 
 from rig.analysis.cycles import per_cycle
 from rig.store import get_channels, get_events, get_steps, open_reader
+from tests.protocol_text import GLYME, two_cells
 
 ROOT = Path(__file__).resolve().parents[1]
 
-PROTOCOL = """
-kind = "plating_stripping"
-name = "control test"
-current_density = "1 mA/cm^2"
-areal_capacity = "{q}"
-cycles = {cycles}
-record_interval = "10 s"
-
-[[cells]]
-channel = 0
-cell_id = "G1"
-type = "symmetric"
-area = "1.13 cm^2"
-electrolyte = "1 M NaPF6 in diglyme"
-
-[[cells]]
-channel = 1
-cell_id = "G2"
-type = "symmetric"
-area = "1.13 cm^2"
-electrolyte = "1 M NaPF6 in diglyme"
-"""
+def control_protocol(cycles: int, q: str) -> str:
+    return two_cells("control test", q=q, cycles=cycles,
+                     cells=(("G1", GLYME), ("G2", GLYME)))
 
 
 def rig_cmd(*args: str) -> list[str]:
@@ -49,7 +31,7 @@ def rig_cmd(*args: str) -> list[str]:
 
 def start_run(tmp_path: Path, cycles: int, q: str = "1 mAh/cm^2") -> tuple[subprocess.Popen, Path]:
     protocol = tmp_path / "p.toml"
-    protocol.write_text(PROTOCOL.format(cycles=cycles, q=q))
+    protocol.write_text(control_protocol(cycles, q))
     db = tmp_path / "store.db"
     proc = subprocess.Popen(rig_cmd("run", str(protocol), "--db", str(db)), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -178,7 +160,7 @@ def test_a_run_on_a_station_file_is_taken_over_on_the_same_instruments(tmp_path)
     the engine. After kill -9, `rig resume` reopens the run's station file, forces the outputs
     off and completes the plan on the same cells."""
     protocol = tmp_path / "p.toml"
-    protocol.write_text(PROTOCOL.format(cycles=3, q="0.2 mAh/cm^2"))
+    protocol.write_text(control_protocol(3, "0.2 mAh/cm^2"))
     station_file, db = tmp_path / "st.toml", tmp_path / "store.db"
     server = subprocess.Popen(rig_cmd("sim", "serve", "--protocol", str(protocol), "--out",
                                       str(station_file), "--clock", "x600"),
