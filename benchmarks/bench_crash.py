@@ -67,19 +67,24 @@ def main() -> None:
            "--clock", "real"]
     losses: list[int] = []
     run_id = None
+    previous_total = 0
     for k in range(args.kills):
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(3.0, 6.0))  # start-up, then some seconds of data
+        time.sleep(rng.uniform(4.0, 8.0))  # start-up, then some seconds of data
         proc.send_signal(signal.SIGKILL)
         t_kill = time.time()
         proc.wait()
         committed = last_committed(db)
+        total = sum(n for _, n in committed.values())
+        if total == previous_total:  # killed while still starting up: nothing was measured
+            print(f"kill {k + 1:2d}: killed before it measured anything (start-up)")
+            continue
+        previous_total = total
         lost = [max(0, math.floor((t_kill - t_last) / INTERVAL_S)) for t_last, _ in
                 committed.values()]
         losses.extend(lost)
-        print(f"kill {k + 1:2d}: samples lost per channel {lost}  "
-              f"(committed so far: {sum(n for _, n in committed.values())})")
+        print(f"kill {k + 1:2d}: samples lost per channel {lost}  (committed so far: {total})")
         if run_id is None:
             conn = sqlite3.connect(db)
             run_id = conn.execute("SELECT id FROM runs").fetchone()[0]

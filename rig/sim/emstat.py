@@ -26,7 +26,8 @@ script's ``if ... breakloop`` on the new values, and ending the loop (``*``, ``o
 empty line) when a condition holds or the duration is reached. All output of one pump call is one
 queue item. On a ``VirtualClock`` the clock calls ``pump`` on every jump, before any sleeper wakes
 (``start()`` registers it with ``clock.add_pump``). On a ``RealClock`` (also accelerated, for
-``rig sim serve``) a pump thread calls ``pump(clock.now())`` every ``PUMP_PERIOD_S`` of wall time.
+``rig sim serve``) a pump thread calls ``pump(clock.now())`` when the next package is due
+(and at least every ``PUMP_PERIOD_S`` of wall time).
 Between scripts the cell keeps living: at open circuit, or held at the last set current/potential
 while the output is still on (a script that never switches the cell off keeps driving it).
 
@@ -103,7 +104,7 @@ MIN_FREQUENCY_HZ = 1e-5
 MAX_EIS_POINTS = 1000
 MAX_LINE_BYTES = 4096  # a longer host line without newline is dropped as one bad command
 EPS_S = 1e-6  # a package is due when t0 + t_k <= now + EPS_S (clock float resolution ~0.2 us)
-PUMP_PERIOD_S = 0.01  # wall seconds between pump calls on a real clock
+PUMP_PERIOD_S = 0.1  # longest wall-time sleep of the pump thread on a real clock
 GALVANOSTATIC = 6
 POTENTIOSTATIC_MODES = (2, 3, 4)
 PGSTAT_MODES = (0, 2, 3, 4, 6)
@@ -555,6 +556,7 @@ class SimulatedEmStat4:
         self._lock = threading.Lock()
         self._out: queue.Queue[bytes | None] = queue.Queue()
         self._stop = threading.Event()
+        self._pump_wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self._started = self._closed = False
         self._master, self._slave = os.openpty()
@@ -597,6 +599,7 @@ class SimulatedEmStat4:
         self._closed = True
         self.clock.remove_pump(self.pump)
         self._stop.set()
+        self._pump_wake.set()
         os.write(self._wake_w, b"x")
         self._out.put(None)
         for thread in self._threads:
@@ -639,8 +642,24 @@ class SimulatedEmStat4:
             self._send(lines)
 
     def _pump_loop(self) -> None:
-        while not self._stop.wait(PUMP_PERIOD_S):
+        """On a real clock: pump, then sleep until the next package is due (at most
+        PUMP_PERIOD_S, less when a new script arrives), so packages leave on time without a
+        busy poll per instrument."""
+        while not self._stop.is_set():
             self.pump(self.clock.now())
+            self._pump_wake.wait(self._until_next_package())
+            self._pump_wake.clear()
+
+    def _until_next_package(self) -> float:
+        """Wall seconds until the running loop's next package is due (PUMP_PERIOD_S when idle)."""
+        with self._lock:
+            script = self._script
+            run = script.run if script is not None else None
+            rel = run.next_rel() if run is not None else None
+            if rel is None:
+                return PUMP_PERIOD_S
+            delay = (run.start + rel - self.clock.now()) / getattr(self.clock, "speed", 1.0)
+        return min(max(delay, 0.0), PUMP_PERIOD_S)
 
     def _advance(self, now: float, lines: list[str]) -> None:
         try:
@@ -883,6 +902,7 @@ class SimulatedEmStat4:
         self._script = _Script(program, now, [0.0] * program.n_registers)
         self._advance(now, lines)
         self._send(lines)
+        self._pump_wake.set()  # the pump thread re-plans its sleep for the new loop
 
     def _abort(self) -> None:
         now = self.clock.now()
