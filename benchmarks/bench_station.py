@@ -129,6 +129,8 @@ def main() -> None:
     ap.add_argument("--channels", type=int, default=64)
     ap.add_argument("--tripping", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--switch-ms", type=float, default=None,
+                    help="the interpreter's thread switch interval (default 5 ms)")
     ap.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
@@ -148,6 +150,8 @@ def main() -> None:
             time.sleep(0.1)
         station = load_station(out, RealClock())
         measure = Measure()
+        if args.switch_ms:
+            sys.setswitchinterval(args.switch_ms / 1e3)
         r0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
         reactions = asyncio.run(drive(station, plan, args.seconds, tmp / "bench.db", measure))
         r1, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - w0
