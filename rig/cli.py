@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--clock", default=None,
                      help="virtual | real | xN (default: virtual when simulated, else real)")
     run.add_argument("--seed", type=int, default=0, help="seed of the simulated cells")
+    run.add_argument("--keithley", type=int, action="append", default=[], metavar="CHANNEL",
+                     help="simulated station: put this channel on the simulated Keithley 2450 "
+                          "(repeatable; default: every channel on an EmStat4)")
     run.add_argument("--monitor", action="store_true",
                      help="watch the run in the monitor while it runs (needs a terminal)")
     run.set_defaults(func=cmd_run)
@@ -149,7 +152,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     try:
         station = (load_station(args.station, clock) if args.station
-                   else simulated_station(loaded.plan, clock, seed=args.seed))
+                   else simulated_station(loaded.plan, clock, seed=args.seed,
+                                          keithley_channels=args.keithley))
     except StationError as exc:
         raise UsageError(str(exc)) from None
     problems = check_ranges(loaded.plan, {
@@ -436,6 +440,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
         alive = time.time() - (run["heartbeat_at"] or 0) < HEARTBEAT_STALE_S
         if run["status"] == "running" and alive and not dead_here(run):
+            # its engine is alive: never a second engine on it; un-pause through that engine
+            print(f"run {run['id']} is alive (engine pid {run['pid']} on {run['host']}, "
+                  f"heartbeat {time.time() - run['heartbeat_at']:.0f} s ago): not taking it "
+                  "over; asking its engine to un-pause")
             args.command_name = "resume"
             return cmd_command(args)
         try:
@@ -563,6 +571,7 @@ def _quiet_pymodbus() -> None:
 def cmd_station_check(args: argparse.Namespace) -> int:
     from rig.clock import RealClock
     from rig.station import (
+        DUMMY_KEITHLEY_CHANNELS,
         StationError,
         check_station,
         dummy_plan,
@@ -586,8 +595,10 @@ def cmd_station_check(args: argparse.Namespace) -> int:
         from rig.sim.serve import SimulatedInstruments, builtin_station_data
 
         plan = _load(args.protocol).plan if args.protocol else dummy_plan()
+        keithley = () if args.protocol else DUMMY_KEITHLEY_CHANNELS
         try:
-            sims = SimulatedInstruments(builtin_station_data(plan), plan, clock, args.seed)
+            sims = SimulatedInstruments(builtin_station_data(plan, keithley_channels=keithley),
+                                        plan, clock, args.seed)
         except StationError as exc:
             raise UsageError(str(exc)) from None
         print("the simulated station (built-in, served in this process):", flush=True)
@@ -604,7 +615,7 @@ def cmd_sim_serve(args: argparse.Namespace) -> int:
 
     from rig.clock import RealClock, make_clock
     from rig.sim.serve import builtin_station_data, serve
-    from rig.station import StationError, dummy_plan, parse_station
+    from rig.station import DUMMY_KEITHLEY_CHANNELS, StationError, dummy_plan, parse_station
 
     _quiet_pymodbus()
     try:
@@ -624,8 +635,9 @@ def cmd_sim_serve(args: argparse.Namespace) -> int:
             parse_station(text, args.station)  # every problem, with its path, before serving
             data = tomllib.loads(text)
         else:
+            keithley = () if plan else DUMMY_KEITHLEY_CHANNELS
             plan = plan or dummy_plan()
-            data = builtin_station_data(plan)
+            data = builtin_station_data(plan, keithley_channels=keithley)
         return serve(data, plan, clock, seed=args.seed, out=Path(args.out) if args.out else None,
                      source=args.station or "<built-in>")
     except StationError as exc:

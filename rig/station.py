@@ -749,15 +749,20 @@ def simulated_station(plan: Plan, clock: Clock, seed: int = 0, *,
     return station
 
 
+DUMMY_KEITHLEY_CHANNELS = (1,)  # the default simulated station's Keithley channel
+
+
 def dummy_plan(headspace_mL: float | None = 5.0) -> Plan:
-    """One glyme Na||Na cell on channel 0 and no steps: what `station check` and `sim serve`
-    simulate when no protocol is given."""
+    """Two glyme Na||Na cells and no steps: what `station check` and `sim serve` simulate when
+    no protocol is given. Channel 0 (in a gas holder) is an EmStat4 channel; channel 1 goes on
+    the simulated Keithley 2450 (DUMMY_KEITHLEY_CHANNELS)."""
     from protocols.plan import CellSpec
 
-    cell = CellSpec(0, "check-0", "symmetric", 1.13, "1 M NaPF6 in diglyme",
-                    headspace_mL=headspace_mL)
+    cells = (CellSpec(0, "check-0", "symmetric", 1.13, "1 M NaPF6 in diglyme",
+                      headspace_mL=headspace_mL),
+             CellSpec(1, "check-1", "symmetric", 1.13, "1 M NaPF6 in diglyme"))
     return Plan("station_check", "station check", Safety(-1.0, 1.0, 0.01),
-                (ChannelPlan(cell, ()),))
+                tuple(ChannelPlan(c, ()) for c in cells))
 
 
 # ---- rig station check ---------------------------------------------------------------------------

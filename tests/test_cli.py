@@ -291,3 +291,19 @@ def test_validate_schema_into_a_pipe_closed_after_one_line_exits_quietly(tmp_pat
     proc.stderr.close()
     assert proc.wait(timeout=60) in (0, 1)
     assert stderr == "", stderr
+
+
+def test_a_channel_on_the_simulated_keithley_runs_like_the_emstat_ones(tmp_path):
+    protocol = tmp_path / "small.toml"
+    protocol.write_text(two_cells("keithley", q="0.2 mAh/cm^2", cycles=2))
+    db = tmp_path / "store.db"
+    run = rig("run", str(protocol), "--keithley", "1", db=db)
+    assert run.returncode == 0, run.stdout + run.stderr
+    data = json.loads(rig("show", "latest", "--json", db=db).stdout)
+    emstat, keithley = data["channels"]
+    assert "EmStat4" in emstat["instrument"] and "Keithley" in keithley["instrument"]
+    for ch in (emstat, keithley):
+        assert [c["cycle"] for c in ch["cycles"]] == [1, 2]
+        for c in ch["cycles"]:
+            assert abs(c["plated_mAh"] - 0.226) < 0.003 and abs(c["stripped_mAh"] - 0.226) < 0.003
+    assert all(c["eta_plate_mV"] > 80 for c in keithley["cycles"])  # the carbonate cell

@@ -89,3 +89,37 @@ def test_pressure_over_the_limit_ends_and_a_fast_rise_warns_first():
                 break
     assert actions[0] == "rate_warning" and actions[-1] == "overpressure"
     assert actions.count("rate_warning") >= 2  # repeated, but at most once per window
+
+
+def test_an_interlock_clearing_during_a_pause_leaves_the_channel_paused(tmp_path):
+    """Hold and pause are separate: the atmosphere clearing releases the interlock's hold,
+    but a channel a person paused stays paused until resumed."""
+    from protocols.plan import CellSpec, ChannelPlan, Safety
+    from rig.clock import VirtualClock
+    from rig.engine.channel import ChannelRunner
+    from rig.engine.interlocks import Transition
+    from rig.engine.run import RunContext
+    from rig.engine.sensors import SensorHub
+    from rig.store import RunWriter, get_events, open_reader
+
+    writer = RunWriter(tmp_path / "s.db")
+    key = writer.create_run(run_id="r1", name="t", kind="t", protocol_path=None,
+                            protocol_text=None, plan_json=None, station_json=None,
+                            software_version=None, started_at=0.0, clock="virtual")
+    ctx = RunContext(clock=VirtualClock(start=0.0), writer=writer, run_key=key, run_id="r1",
+                     safety=Safety(-1, 1, 0.01))
+    cells = [ChannelPlan(CellSpec(n, f"c{n}", "symmetric", 1.13, "glyme"), ()) for n in (0, 1)]
+    paused, other = (ChannelRunner(ctx, cp, None, None) for cp in cells)
+    hub = SensorHub(ctx, None, [paused, other])
+
+    paused.request("pause")
+    hub._apply(Transition("hold", "O2 high"), 100.0)
+    assert paused.holding and other.holding and other.hold_requested
+    hub._apply(Transition("release", "clear"), 900.0)
+    assert not other.holding             # only held: it resumes
+    assert paused.holding                # still paused by the person
+    paused.request("resume")
+    assert not paused.holding
+    writer.close()
+    kinds = [e["kind"] for e in get_events(open_reader(tmp_path / "s.db"), key)]
+    assert kinds == ["interlock_hold", "interlock_release"]

@@ -393,3 +393,63 @@ def test_the_real_engine_and_monitor_share_only_the_store(tmp_path):
     assert run_with_monitor(db, engine, Console(), monitor) == "20260101-000000-b0th"
     assert seen["title"] == "20260101-000000-b0th (running in this terminal)"
     assert [r[3] for r in seen["rows"]] == ["ended (completed)"] * 2
+
+
+async def test_z_zooms_the_e_plot_from_the_last_12_h_to_2_h_to_the_whole_run(tmp_path,
+                                                                             monkeypatch):
+    db = tmp_path / "long.db"
+    writer = RunWriter(db, commit_interval_s=0.05)
+    key = new_run(writer, "20260101-000000-l0ng", channels=1)
+    hours = 30  # one sample a minute for 30 h: longer than either span
+    writer.samples(key, 0, [(T0 + 60 * k, 1, 1, -0.02, -1.13e-3, 0.0)
+                            for k in range(2, hours * 60 + 1)])
+    writer.flush()
+    writer.close()
+    reads: list[tuple] = []
+    real = data.get_samples
+
+    def spy(conn, run_key, channel, **kw):
+        reads.append((kw.get("t_from"), kw.get("max_points")))
+        return real(conn, run_key, channel, **kw)
+
+    monkeypatch.setattr(data, "get_samples", spy)
+    app = MonitorApp(db)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, loaded(app, rows=1))
+        plot = app.e_plot
+
+        def shown(span: str) -> bool:
+            return plot.span == span and bool(plot.points) and span in screen_text(app)
+
+        await wait_until(pilot, lambda: shown("last 12 h"))
+        assert "E vs t (last 12 h)" in screen_text(app)
+        await wait_until(pilot, lambda: "z zoom  q quit" in screen_text(app))  # the footer
+        xs = [p[0] for p in plot.points]
+        assert min(xs) == pytest.approx(hours - 12, abs=0.02) and max(xs) == pytest.approx(hours, abs=0.1)
+        assert reads[-1] == (T0 + (hours - 12) * 3600, data.PLOT_POINTS)  # only that span
+        await pilot.press("z")
+        await wait_until(pilot, lambda: shown("last 2 h"))
+        xs = [p[0] for p in plot.points]
+        assert min(xs) == pytest.approx(hours - 2, abs=0.02) and max(xs) == pytest.approx(hours, abs=0.1)
+        assert len(xs) <= data.PLOT_POINTS
+        await pilot.press("z")
+        await wait_until(pilot, lambda: shown("whole run"))
+        xs = [p[0] for p in plot.points]
+        assert min(xs) < 0.01 and max(xs) == pytest.approx(hours, abs=0.1) and len(xs) <= data.PLOT_POINTS
+        assert reads[-1] == (None, data.PLOT_POINTS)
+        await pilot.press("z")
+        await wait_until(pilot, lambda: shown("last 12 h"))
+
+
+def test_a_run_shorter_than_the_span_is_plotted_whole(tmp_path):
+    db = tmp_path / "short.db"
+    writer = RunWriter(db, commit_interval_s=0.05)
+    new_run(writer, "20260101-000000-sh0t", channels=1)  # one minute of samples
+    writer.close()
+    view = StoreView(db)
+    try:
+        for span in data.SPANS_S:
+            snap = view.poll(0, span_s=span)
+            assert snap.trace_span == "whole run" and len(snap.trace) == 6
+    finally:
+        view.close()

@@ -145,6 +145,7 @@ def test_resume_of_a_live_run_is_refused_for_takeover_and_sent_as_unpause(tmp_pa
         out = subprocess.run(rig_cmd("resume", run_id, "--db", str(db)), cwd=ROOT,
                              capture_output=True, text=True, timeout=30)
         assert out.returncode == 0 and "resume sent" in out.stdout  # a live run: un-pause only
+        assert "is alive" in out.stdout and "not taking it over" in out.stdout
         subprocess.run(rig_cmd("abort", run_id, "--db", str(db)), cwd=ROOT, timeout=30)
         proc.wait(timeout=30)
     finally:

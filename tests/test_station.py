@@ -442,11 +442,11 @@ def test_rig_station_check_on_the_simulated_station_exits_0_and_lists_every_inst
     done = rig("station", "check")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    for name, reading in (("es4-ch0", "OCP"), ("box-h2o", "H2O"), ("box-o2", "O2"),
-                          ("keller-ch0", "bar")):
+    for name, reading in (("es4-ch0", "OCP"), ("k2450-ch1", "MODEL 2450"), ("box-h2o", "H2O"),
+                          ("box-o2", "O2"), ("keller-ch0", "bar")):
         row = next(line for line in lines if line.startswith(name))
         assert reading in row and row.endswith("OK"), row
-    assert "4 of 4 OK" in done.stdout
+    assert "5 of 5 OK" in done.stdout
 
 
 def test_rig_station_check_exits_3_naming_what_failed(tmp_path: Path) -> None:
@@ -486,7 +486,7 @@ def test_sim_serve_points_a_station_file_at_its_instruments_until_terminated(
             time.sleep(0.05)
         check = rig("station", "check", str(out))
         assert check.returncode == 0, check.stdout + check.stderr
-        assert "4 of 4 OK" in check.stdout
+        assert "5 of 5 OK" in check.stdout
     finally:
         server.send_signal(signal.SIGTERM)
         stdout, stderr = server.communicate(timeout=20)

@@ -421,7 +421,7 @@ class ChannelRunner:
         # seen at its exact sample either way; only the output-off comes up to a batch later
         # in simulated time)
         early = bool(ends or dedt)
-        window = ctx.read_window(acquire_every(step.record), early)
+        window = self._window(acquire_every(step.record), early)
         q, e_abs_dt, t_before = totals.q, totals.e_abs_dt, totals.t_active
         last_ts, e, i, n = 0.0, math.nan, 0.0, 0
         hit: EndCondition | None = None
@@ -492,6 +492,13 @@ class ChannelRunner:
             return None
         return self._result(step, totals, "instrument_stopped")
 
+    def _window(self, interval_s: float, early: bool = True) -> float:
+        """How long to sleep between reads. An instrument that does not stream (the Keithley
+        measures when asked) is read once per acquisition interval, on any clock."""
+        if not getattr(self.driver, "streaming", True):
+            return interval_s
+        return self.ctx.read_window(interval_s, early)
+
     async def _read(self, until: float, tolerated_timeouts: int = 3) -> tuple[list[Sample], bool]:
         """The streaming read, with the instrument's hiccups logged: a garbled package is
         skipped by the driver and logged here; a few timeouts in a row are waited out (a slow
@@ -532,7 +539,7 @@ class ChannelRunner:
         ctx.writer.event(ctx.run_key, ch, clock.now(), "info", status,
                          f"channel {ch} {status}: holding at open circuit")
         recorder = Recorder(RecordRule(every_s=interval_s))
-        window = ctx.read_window(interval_s)
+        window = self._window(interval_s)
         ended = True
         while self.holding and not self.end_requested:
             now_status = "paused" if self.pause_requested else "held"

@@ -7,7 +7,8 @@ after a y/n confirmation.
 Keys: ``p``/``r``/``a`` pause, resume, abort the selected channel (``P``/``R``/``A``: the
 whole run); ``s`` switch to another run of the store; ``f`` filter the event log to the
 selected channel (and the run-wide events) and back; ``k`` acknowledge the alarms shown so far:
-the alarm count and the held banner stop flashing. Acknowledging is this monitor's own
+the alarm count and the held banner stop flashing; ``z`` zoom the E-vs-t plot: the last 2 h,
+the last 12 h (the default) or the whole run. Acknowledging is this monitor's own
 business: it writes nothing to the store, so another monitor (or this one restarted) shows
 those alarms as new again.
 """
@@ -27,7 +28,7 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Header
 
 from rig.store import StoreError, send_command
-from rig.tui.data import AlarmBook, Snapshot, StoreView, is_busy
+from rig.tui.data import SPANS_S, AlarmBook, Snapshot, StoreView, is_busy, span_label
 from rig.tui.widgets import (
     AlarmBadge,
     ChannelTable,
@@ -61,6 +62,7 @@ class MonitorApp(App):
         Binding("s", "switch_run", "switch run"),
         Binding("f", "filter_events", "filter events"),
         Binding("k", "acknowledge", "acknowledge"),
+        Binding("z", "zoom", "zoom"),
         Binding("q", "quit", "quit"),
     ]
 
@@ -77,6 +79,7 @@ class MonitorApp(App):
         self.sub_title = self._sub_title()
         self.alarms = AlarmBook()
         self.log_filter = False  # True: the event log shows the selected channel's events
+        self.span_s: float | None = SPANS_S[1]  # the E-vs-t plot's span (z); None: whole run
         self._polling = False
         self._poll_again = False  # asked for while a read was in flight: read once more
         self._blink_on = False
@@ -126,7 +129,7 @@ class MonitorApp(App):
             return
         self._polling, self._poll_again = True, False
         selected = self.table.selected_channel
-        self._read(self.view, selected, selected if self.log_filter else None)
+        self._read(self.view, selected, selected if self.log_filter else None, self.span_s)
 
     def _read_done(self) -> None:
         self._polling = False
@@ -134,9 +137,10 @@ class MonitorApp(App):
             self.poll_store()
 
     @work(thread=True, group="read")
-    def _read(self, view: StoreView, selected: int | None, log_channel: int | None) -> None:
+    def _read(self, view: StoreView, selected: int | None, log_channel: int | None,
+              span_s: float | None) -> None:
         try:
-            snap = view.poll(selected, log_channel)
+            snap = view.poll(selected, log_channel, span_s)
         except (sqlite3.Error, StoreError) as exc:
             text = "store busy, retrying" if is_busy(exc) else f"store error: {exc}; retrying"
             self._call_ui(self._show_trouble, text)
@@ -163,6 +167,7 @@ class MonitorApp(App):
         if snap.log_seed is not None:
             self.log_view.reset(snap.log_seed, snap.log_channel)
         self.log_view.events = snap.new_events
+        self.e_plot.span = snap.trace_span
         self.e_plot.points = snap.trace
         self.eta_plot.etas = snap.etas
         self.panel.readings = snap.station
@@ -219,6 +224,14 @@ class MonitorApp(App):
             self.notify("no channel selected", severity="warning")
             return
         self.log_filter = not self.log_filter
+        self.poll_store()
+
+    # ---- the E-vs-t plot's span ----------------------------------------------------------
+    def action_zoom(self) -> None:
+        """Cycle the E-vs-t span: last 2 h, last 12 h, whole run (a run shorter than the
+        span is shown whole)."""
+        self.span_s = SPANS_S[(SPANS_S.index(self.span_s) + 1) % len(SPANS_S)]
+        self.notify(f"E vs t: {span_label(self.span_s)}")
         self.poll_store()
 
     # ---- switching runs --------------------------------------------------------------------

@@ -44,6 +44,8 @@ from rig.store import (
 from rig.store.read import half_cycle_etas, last_event_of, last_steps, steps_from
 
 PLOT_POINTS = 500
+SPANS_S: tuple[float | None, ...] = (2 * 3600.0, 12 * 3600.0, None)  # E vs t: key z; None: all
+DEFAULT_SPAN_S = 12 * 3600.0
 EVENT_KEEP = 200
 BUSY_WAIT_MS = 200
 STEPS_TAIL = 16  # steps read for a channel's first poll: enough for its last complete cycle
@@ -140,6 +142,7 @@ class Snapshot:
     interlock: Interlock = field(default_factory=Interlock)
     log_channel: int | None = None  # the event filter this poll was made for (None: all)
     log_seed: tuple[dict, ...] | None = None  # set when that filter changed: the log's new rows
+    trace_span: str = "whole run"  # what ``trace`` covers: "last 12 h" or "whole run"
 
     @property
     def ended(self) -> bool:
@@ -148,6 +151,15 @@ class Snapshot:
 
 def _num(x: float | None, fmt: str) -> str:
     return "-" if x is None or math.isnan(x) else fmt.format(x)
+
+
+def span_label(span_s: float | None) -> str:
+    """The E-vs-t plot's span as its title says it.
+
+    >>> span_label(7200.0), span_label(None)
+    ('last 2 h', 'whole run')
+    """
+    return "whole run" if span_s is None else f"last {span_s / 3600:g} h"
 
 
 def fmt_left(seconds: float | None) -> str:
@@ -451,8 +463,9 @@ class StoreView:
         self.sensors = StationSensors(json.loads(meta.get("station_json") or "{}"))
         self._steps: dict[int, ChannelSteps] = {}
         self._etas = EtaSeries()
-        self._trace_key: tuple[int, float | None] | None = None
+        self._trace_key: tuple[int, float | None, float | None] | None = None
         self._trace: tuple[tuple[float, float], ...] = ()
+        self._trace_span = "whole run"
         self._interlock: Interlock | None = None
         self._last_event_id: int | None = None
         self._log_channel: int | None = None
@@ -470,16 +483,19 @@ class StoreView:
         with self._lock:
             return [] if self._closed else list_runs(self.conn)[::-1]
 
-    def poll(self, selected: int | None, log_channel: int | None = None) -> Snapshot | None:
+    def poll(self, selected: int | None, log_channel: int | None = None,
+             span_s: float | None = DEFAULT_SPAN_S) -> Snapshot | None:
         """Read everything the screen shows (``selected``: whose plots; None: the first channel;
-        ``log_channel``: the event log's filter, None for every event).
+        ``log_channel``: the event log's filter, None for every event; ``span_s``: the E-vs-t
+        plot shows the last ``span_s`` seconds of the channel's samples, None: the whole run).
 
         None once closed. Raises sqlite3.OperationalError when the store stays busy.
         """
         with self._lock:
-            return None if self._closed else self._poll(selected, log_channel)
+            return None if self._closed else self._poll(selected, log_channel, span_s)
 
-    def _poll(self, selected: int | None, log_channel: int | None) -> Snapshot:
+    def _poll(self, selected: int | None, log_channel: int | None,
+              span_s: float | None = DEFAULT_SPAN_S) -> Snapshot:
         conn, key = self.conn, self.run_key
         run = get_run(conn, key)
         channels = get_channels(conn, key)
@@ -491,7 +507,7 @@ class StoreView:
             rows.append(self._row(ch, last, self._steps[n]))
         if selected is None and rows:
             selected = rows[0].channel
-        trace, etas = self._plots(selected, latest.get(selected), new_steps)
+        trace, etas = self._plots(selected, latest.get(selected), new_steps, span_s)
         new_events = tuple(self._new_events())
         interlock = self._interlock_now(new_events, channels)
         seed = None
@@ -502,7 +518,8 @@ class StoreView:
         self.sensors.update(conn, key, t_hint)
         cells = {ch["channel"]: ch["cell_id"] or "" for ch in channels}
         return Snapshot(self.run_id, run["status"], run["end_reason"], tuple(rows), new_events,
-                        trace, etas, self.sensors.readings(cells), interlock, log_channel, seed)
+                        trace, etas, self.sensors.readings(cells), interlock, log_channel, seed,
+                        self._trace_span)
 
     def _read_steps(self, channel: int) -> list[dict]:
         tracker = self._steps.get(channel)
@@ -515,16 +532,24 @@ class StoreView:
         return rows
 
     def _plots(self, selected: int | None, last: tuple | None,
-               new_steps: dict[int, list[dict]]
+               new_steps: dict[int, list[dict]], span_s: float | None = DEFAULT_SPAN_S
                ) -> tuple[tuple[tuple[float, float], ...], tuple[tuple[int, float, float], ...]]:
-        """The selected channel's E trace (read again only when it has new samples) and its
-        overpotentials (all read once per selection, then from the new steps)."""
+        """The selected channel's E trace over the last ``span_s`` of its samples (None: the
+        whole run; read again, decimated, only when it has new samples) and its overpotentials
+        (all read once per selection, then from the new steps)."""
         if selected is None:
+            self._trace_span = span_label(None)
             return (), ()
-        trace_key = (selected, last[0] if last else None)
-        if trace_key != self._trace_key:  # new samples (or another channel): read again
-            samples = get_samples(self.conn, self.run_key, selected, max_points=PLOT_POINTS)
+        t_last = last[0] if last else None
+        trace_key = (selected, t_last, span_s)
+        if trace_key != self._trace_key:  # new samples (or another channel or span): read again
+            t_from = None
+            if span_s is not None and t_last is not None and t_last - span_s > self.started_at:
+                t_from = t_last - span_s  # the run is longer than the span: its end only
+            samples = get_samples(self.conn, self.run_key, selected, t_from=t_from,
+                                  max_points=PLOT_POINTS)
             self._trace = tuple(((s[0] - self.started_at) / 3600, s[3]) for s in samples)
+            self._trace_span = span_label(None if t_from is None else span_s)
             self._trace_key = trace_key
         if self._etas.channel != selected:
             self._etas = EtaSeries(selected, half_cycle_etas(self.conn, self.run_key, selected))

@@ -295,14 +295,21 @@ def _fmt_value(v: float, unit: str) -> str:
 
 
 class PotentialPlot(PlotextPlot):
-    """E vs time of the selected channel (decimated)."""
+    """E vs time of the selected channel (decimated), over the span its title names."""
 
     points: reactive[tuple[tuple[float, float], ...]] = reactive(())
+    span: reactive[str] = reactive("whole run")  # "last 12 h", "whole run"
 
-    def watch_points(self, points: tuple[tuple[float, float], ...]) -> None:
-        plt = self.plt
+    def watch_points(self) -> None:
+        self._draw()
+
+    def watch_span(self) -> None:
+        self._draw()
+
+    def _draw(self) -> None:
+        plt, points = self.plt, self.points
         plt.clear_data()
-        plt.title("E vs t")
+        plt.title(f"E vs t ({self.span})")
         plt.xlabel("h")
         plt.ylabel("V")
         if points:
