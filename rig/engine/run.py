@@ -175,11 +175,23 @@ async def drive(ctx: RunContext, runners: list[ChannelRunner], plan: Plan,
     """Run the channel tasks with the heartbeat, the command poller and the station's sensors
     (and their interlocks); record the end."""
     writer, clock, run_key = ctx.writer, ctx.clock, ctx.run_key
+    sensors = SensorHub(ctx, station, runners).tasks()
     background = [asyncio.create_task(_heartbeat(writer, run_key)),
-                  asyncio.create_task(_poll_commands(ctx, runners)),
-                  *SensorHub(ctx, station, runners).tasks()]
+                  asyncio.create_task(_poll_commands(ctx, runners)), *sensors]
+    left = [len(runners)]
+
+    async def participate(runner: ChannelRunner) -> str:
+        with clock.participant():
+            try:
+                return await runner.run()
+            finally:
+                left[0] -= 1
+                if not left[0]:  # the last channel ended: the sensors stop at this very time
+                    for task in sensors:
+                        task.cancel()
+
     try:
-        reasons_list = await asyncio.gather(*(_participate(clock, r) for r in runners))
+        reasons_list = await asyncio.gather(*(participate(r) for r in runners))
     finally:
         for task in background:
             task.cancel()
@@ -200,11 +212,6 @@ async def drive(ctx: RunContext, runners: list[ChannelRunner], plan: Plan,
     writer.event(run_key, None, clock.now(), "info", "run_end", f"run {ctx.run_id} {status}")
     writer.flush()
     return RunResult(ctx.run_id, run_key, status, reasons)
-
-
-async def _participate(clock: RealClock | VirtualClock, runner: ChannelRunner) -> str:
-    with clock.participant():
-        return await runner.run()
 
 
 async def _heartbeat(writer: RunWriter, run_key: int, every_s: float = HEARTBEAT_EVERY_S) -> None:
