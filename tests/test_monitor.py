@@ -75,6 +75,8 @@ async def test_pause_asks_first_and_n_sends_nothing_y_sends_for_selected_channel
         before = commands(finished_db)
         await pilot.press("p")
         assert isinstance(app.screen, ConfirmScreen)
+        run_id = app.view.run_id
+        assert app.screen.question == f"pause channel 0 of run {run_id}?"
         await pilot.press("n")
         assert not isinstance(app.screen, ConfirmScreen)
         await pilot.pause(0.2)
@@ -87,6 +89,7 @@ async def test_pause_asks_first_and_n_sends_nothing_y_sends_for_selected_channel
 
         await pilot.press("A")
         assert isinstance(app.screen, ConfirmScreen)
+        assert app.screen.question == f"abort the whole run {run_id}?"  # not "... of run"
         await pilot.press("y")
         await wait_until(pilot, lambda: len(commands(finished_db)) == len(before) + 2)
         assert commands(finished_db)[-1] == (None, "abort")
@@ -153,7 +156,7 @@ async def test_a_busy_store_is_reported_and_the_monitor_keeps_polling(finished_d
         await wait_until(pilot, lambda: app.query_one(ChannelTable).row_count == 2)
         real_poll = app.view.poll
 
-        def locked(selected, log_channel=None):
+        def locked(selected, log_channel=None, span_s=None):
             raise sqlite3.OperationalError("database is locked")
 
         monkeypatch.setattr(app.view, "poll", locked)

@@ -395,7 +395,7 @@ def test_the_real_engine_and_monitor_share_only_the_store(tmp_path):
     assert [r[3] for r in seen["rows"]] == ["ended (completed)"] * 2
 
 
-async def test_z_zooms_the_e_plot_from_the_last_12_h_to_2_h_to_the_whole_run(tmp_path,
+async def test_z_zooms_the_e_plot_from_the_last_12_h_to_the_whole_run_to_2_h(tmp_path,
                                                                              monkeypatch):
     db = tmp_path / "long.db"
     writer = RunWriter(db, commit_interval_s=0.05)
@@ -418,27 +418,23 @@ async def test_z_zooms_the_e_plot_from_the_last_12_h_to_2_h_to_the_whole_run(tmp
         await wait_until(pilot, loaded(app, rows=1))
         plot = app.e_plot
 
-        def shown(span: str) -> bool:
-            return plot.span == span and bool(plot.points) and span in screen_text(app)
+        def shown(span: str, first_h: float) -> bool:
+            xs = [p[0] for p in plot.points]
+            return (plot.span == span and f"E vs t ({span})" in screen_text(app) and bool(xs)
+                    and abs(min(xs) - first_h) < 0.02 and abs(max(xs) - hours) < 0.1)
 
-        await wait_until(pilot, lambda: shown("last 12 h"))
-        assert "E vs t (last 12 h)" in screen_text(app)
+        await wait_until(pilot, lambda: shown("last 12 h", hours - 12))  # the default
         await wait_until(pilot, lambda: "z zoom  q quit" in screen_text(app))  # the footer
-        xs = [p[0] for p in plot.points]
-        assert min(xs) == pytest.approx(hours - 12, abs=0.02) and max(xs) == pytest.approx(hours, abs=0.1)
         assert reads[-1] == (T0 + (hours - 12) * 3600, data.PLOT_POINTS)  # only that span
         await pilot.press("z")
-        await wait_until(pilot, lambda: shown("last 2 h"))
-        xs = [p[0] for p in plot.points]
-        assert min(xs) == pytest.approx(hours - 2, abs=0.02) and max(xs) == pytest.approx(hours, abs=0.1)
-        assert len(xs) <= data.PLOT_POINTS
+        await wait_until(pilot, lambda: shown("whole run", 0.0))
+        assert reads[-1] == (None, data.PLOT_POINTS) and len(plot.points) <= data.PLOT_POINTS
         await pilot.press("z")
-        await wait_until(pilot, lambda: shown("whole run"))
-        xs = [p[0] for p in plot.points]
-        assert min(xs) < 0.01 and max(xs) == pytest.approx(hours, abs=0.1) and len(xs) <= data.PLOT_POINTS
-        assert reads[-1] == (None, data.PLOT_POINTS)
+        await wait_until(pilot, lambda: shown("last 2 h", hours - 2))
+        assert reads[-1] == (T0 + (hours - 2) * 3600, data.PLOT_POINTS)
+        assert len(plot.points) <= data.PLOT_POINTS
         await pilot.press("z")
-        await wait_until(pilot, lambda: shown("last 12 h"))
+        await wait_until(pilot, lambda: shown("last 12 h", hours - 12))
 
 
 def test_a_run_shorter_than_the_span_is_plotted_whole(tmp_path):
@@ -453,3 +449,30 @@ def test_a_run_shorter_than_the_span_is_plotted_whole(tmp_path):
             assert snap.trace_span == "whole run" and len(snap.trace) == 6
     finally:
         view.close()
+
+
+def test_time_left_stands_still_while_a_channel_is_paused_or_held(tmp_path):
+    db = tmp_path / "paused.db"
+    writer = RunWriter(db, commit_interval_s=0.05)
+    key = new_run(writer, "20260101-000000-p4us", channels=2)  # samples up to T0 + 60
+    writer.event(key, 0, T0 + 20, "info", "paused", "channel 0 paused: holding at open circuit")
+    writer.event(key, 0, T0 + 25, "info", "held", "channel 0 held: holding at open circuit")
+    writer.event(key, 0, T0 + 40, "info", "resumed", "channel 0 resumed")
+    writer.event(key, 0, T0 + 50, "info", "paused", "channel 0 paused: holding at open circuit")
+    writer.flush()
+    view = StoreView(db)
+    view.durations = {0: 1000.0, 1: 1000.0}
+    try:
+        rows = view.poll(0).rows
+        # channel 0 ran 20 + 10 s of its 60 (paused 20..40, and since 50); channel 1 all 60
+        assert [r.time_left_s for r in rows] == [pytest.approx(970.0), pytest.approx(940.0)]
+        writer.samples(key, 0, [(T0 + 100, 1, 1, 0.0, 0.0, 0.0)])  # still paused: no change
+        writer.flush()
+        assert view.poll(0).rows[0].time_left_s == pytest.approx(970.0)
+        writer.event(key, 0, T0 + 100, "info", "resumed", "channel 0 resumed")
+        writer.samples(key, 0, [(T0 + 130, 1, 1, 0.0, 0.0, 0.0)])  # 30 s running again
+        writer.flush()
+        assert view.poll(0).rows[0].time_left_s == pytest.approx(940.0)
+    finally:
+        view.close()
+        writer.close()

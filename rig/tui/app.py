@@ -285,9 +285,9 @@ class MonitorApp(App):
         if not whole_run and channel is None:
             self.notify("no channel selected", severity="warning")
             return
-        target = "the whole run" if whole_run else f"channel {channel}"
         run_id = self.view.run_id
-        question = f"{command} {target} of run {run_id}?"
+        question = (f"{command} the whole run {run_id}?" if whole_run else
+                    f"{command} channel {channel} of run {run_id}?")
 
         def answered(yes: bool | None) -> None:
             if yes:

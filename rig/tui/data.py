@@ -52,6 +52,7 @@ STEPS_TAIL = 16  # steps read for a channel's first poll: enough for its last co
 TREND_WINDOW_S = 12 * 3600.0  # the station panel's trends: the last 12 h (of the run's clock)
 TREND_POINTS = 16  # time buckets of a trend (one character each)
 ALARM_LEVELS = ("alarm", "error")
+HOLD_KINDS = ("paused", "held", "resumed")  # a channel's hold begins with paused/held, ends resumed
 INTERLOCK_KINDS = ("interlock_hold", "interlock_release", "interlock_alarm_cleared_manual")
 COLUMNS = ("ch", "cell", "electrolyte", "state", "step", "cycle", "E (V)", "I (mA)", "Q (mAh)",
            "CE", "η (mV)", "left")
@@ -182,6 +183,34 @@ def channel_state(ch: dict) -> str:
 
 def _nan_to_none(x: float | None) -> float | None:
     return None if x is None or math.isnan(x) else x
+
+
+class HoldClock:
+    """How long each channel has been paused or held (its plan stood still meanwhile), from
+    its ``paused``/``held`` ... ``resumed`` events, read incrementally."""
+
+    def __init__(self) -> None:
+        self.after_id = 0
+        self._done: dict[int, float] = {}  # channel -> seconds of the holds that ended
+        self._since: dict[int, float] = {}  # channel -> start of the hold in progress
+
+    def add(self, events: Iterable[tuple[int, int | None, float, str]]) -> None:
+        """``(id, channel, t, kind)`` in id order."""
+        for event_id, channel, t, kind in events:
+            if event_id <= self.after_id or channel is None:
+                continue  # already counted (or not a channel's)
+            self.after_id = event_id
+            if kind == "resumed":
+                start = self._since.pop(channel, None)
+                if start is not None:
+                    self._done[channel] = self._done.get(channel, 0.0) + max(t - start, 0.0)
+            elif kind in ("paused", "held"):
+                self._since.setdefault(channel, t)
+
+    def held_s(self, channel: int, now: float) -> float:
+        """Seconds ``channel`` has spent paused or held up to ``now``."""
+        start = self._since.get(channel)
+        return self._done.get(channel, 0.0) + (0.0 if start is None else max(now - start, 0.0))
 
 
 # ---- steps: read incrementally -------------------------------------------------------------
@@ -462,6 +491,7 @@ class StoreView:
         self.step_plans = {cp.cell.channel: cp.steps for cp in plan.channels} if plan else {}
         self.sensors = StationSensors(json.loads(meta.get("station_json") or "{}"))
         self._steps: dict[int, ChannelSteps] = {}
+        self._holds = HoldClock()
         self._etas = EtaSeries()
         self._trace_key: tuple[int, float | None, float | None] | None = None
         self._trace: tuple[tuple[float, float], ...] = ()
@@ -500,6 +530,14 @@ class StoreView:
         run = get_run(conn, key)
         channels = get_channels(conn, key)
         rows, new_steps, latest = [], {}, {}
+        first = self._last_event_id is None
+        new_events = tuple(self._new_events())
+        if first:  # every hold of the run so far, then (as later) the new events
+            self._holds.add(conn.execute(
+                "SELECT id, channel, t, kind FROM events WHERE run_key = ? "
+                f"AND kind IN ({', '.join('?' * len(HOLD_KINDS))}) ORDER BY id",
+                (key, *HOLD_KINDS)).fetchall())
+        self._holds.add((e["id"], e["channel"], e["t"], e["kind"]) for e in new_events)
         for ch in channels:
             n = ch["channel"]
             latest[n] = last = latest_sample(conn, key, n)
@@ -508,7 +546,6 @@ class StoreView:
         if selected is None and rows:
             selected = rows[0].channel
         trace, etas = self._plots(selected, latest.get(selected), new_steps, span_s)
-        new_events = tuple(self._new_events())
         interlock = self._interlock_now(new_events, channels)
         seed = None
         if log_channel != self._log_channel:
@@ -604,8 +641,9 @@ class StoreView:
         if n in self.durations:
             if ch["status"] == "ended":
                 left = 0.0
-            elif last is not None:
-                left = self.durations[n] - (last[0] - self.started_at)
+            elif last is not None:  # the plan stands still while the channel is held
+                active = last[0] - self.started_at - self._holds.held_s(n, last[0])
+                left = self.durations[n] - active
         return ChannelRow(
             channel=n, cell_id=ch["cell_id"] or "", electrolyte=ch["electrolyte"] or "",
             state=channel_state(ch), cycle=None if last is None else last[2],
