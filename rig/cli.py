@@ -401,15 +401,19 @@ def _f(x: float | None, nd: int, scale: float = 1.0) -> str:
 
 # ---- rig pause | resume | abort ------------------------------------------------------------
 def cmd_command(args: argparse.Namespace) -> int:
-    from rig.store import StoreError, send_command
+    from rig.store import StoreError, open_reader, resolve_run, send_command
 
     db = _db_path(args.db)
+    if not db.exists():
+        raise UsageError(f"{db} does not exist: no runs recorded there")
     try:
-        cid = send_command(db, args.run, args.command_name, args.channel)
+        with open_reader(db) as conn:
+            run_id = resolve_run(conn, args.run)["id"]  # "latest" or a prefix -> the id
+        cid = send_command(db, run_id, args.command_name, args.channel)
     except StoreError as exc:
         raise UsageError(str(exc)) from None
-    target = "the run" if args.channel is None else f"channel {args.channel}"
-    print(f"{args.command_name} sent to {target} of {args.run} (command {cid}); "
+    target = "the whole run" if args.channel is None else f"channel {args.channel} of run"
+    print(f"{args.command_name} sent to {target} {run_id} (command {cid}); "
           "the running engine acts on it within a second")
     return EXIT_OK
 
