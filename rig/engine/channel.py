@@ -421,13 +421,15 @@ class ChannelRunner:
         # seen at its exact sample either way; only the output-off comes up to a batch later
         # in simulated time)
         early = bool(ends or dedt)
-        window = self._window(acquire_every(step.record), early)
+        interval = acquire_every(step.record)
+        window = self._window(interval, early)
         q, e_abs_dt, t_before = totals.q, totals.e_abs_dt, totals.t_active
         last_ts, e, i, n = 0.0, math.nan, 0.0, 0
         hit: EndCondition | None = None
         ended = False
         while not ended:
-            target = await self._sleep_until(min(t0 + duration, clock.now() + window))
+            target = await self._sleep_until(min(t0 + duration,
+                                                 _next_read(clock, t0, window, interval)))
             until = target - t0 if target < t0 + duration else math.inf
             samples, ended = await self._read(until)
             rows = []
@@ -613,3 +615,14 @@ def acquire_every(rule: RecordRule) -> float:
     if rule.every_dE_V is None and rule.every_dI_A is None:
         return rule.every_s
     return max(rule.every_s / 10, 0.1)
+
+
+def _next_read(clock: Any, t0: float, window: float, interval: float) -> float:
+    """When to read next. On the virtual clock: a batch later. On a real clock: at the moment
+    the next package is due (the instrument's schedule, t0 + k x interval), so a sample waits
+    only for its own transport, not for a read loop that has drifted off the schedule."""
+    now = clock.now()
+    if clock.is_virtual or window > interval:
+        return now + window
+    k = math.floor((now - t0) / interval + 1e-9) + 1
+    return t0 + k * interval
