@@ -248,3 +248,46 @@ def test_a_run_through_a_faulty_wire_completes_with_every_fault_logged(tmp_path)
     assert acquired + len(logged) == pytest.approx(6 * 360, abs=6)
     for s in steps:
         assert abs(s["charge_C"]) == pytest.approx(Q1, rel=0.01)
+
+
+def test_a_current_over_the_limit_trips_even_past_a_planned_cutoff():
+    from rig.engine.conditions import planned_cutoff
+
+    ends = (EndCondition("potential_above", 0.9),)
+    assert planned_cutoff(ends, 1.3, 5e-3, False, 0.01) == ends[0]   # cutoff overshoot
+    assert planned_cutoff(ends, 1.3, 50e-3, False, 0.01) is None     # over the current limit
+    assert planned_cutoff(ends, 1.3, 5e-3, True, 0.01) is None       # instrument overload
+
+
+class FailingStore(RunWriter):
+    """A store that fails mid-run (a full disk): the engine must still switch the cell off."""
+
+    def step_end(self, run_key, channel, row):
+        if channel == 0 and row["step"] >= 2:
+            raise OSError("No space left on device")
+        super().step_end(run_key, channel, row)
+
+
+def test_an_unexpected_error_switches_that_cell_off_and_the_others_complete(tmp_path):
+    cells = [CellSpec(n, f"c{n}", "symmetric", AREA, GLYME) for n in (0, 1)]
+    plan = Plan("sequence", "engine error", WINDOW_1V,
+                tuple(ChannelPlan(c, (Loop(2, plate_strip(Q1 / 4), counts_cycles=True),))
+                      for c in cells))
+    clock = VirtualClock()
+    sims = [SimulatedEmStat4(NaCell("symmetric", AREA, electrolyte_for(GLYME), seed=n),
+                             clock).start() for n in (0, 1)]
+    station = Station("test", True, {n: ChannelHardware(EmStat4(sims[n].port), Link(f"ch{n}"),
+                                                        "sim") for n in (0, 1)}, sims)
+    writer = FailingStore(tmp_path / "s.db")
+    try:
+        result = asyncio.run(execute(plan, station=station, clock=clock, writer=writer,
+                                     protocol_text="", protocol_path="test"))
+        assert not sims[0].output_on  # switched off by the engine, before anything else
+    finally:
+        station.close()
+        writer.close()
+    assert result.reasons == {0: "engine_error", 1: "completed"}
+    conn = open_reader(tmp_path / "s.db")
+    assert len(get_steps(conn, result.run_key, 1)) == 4
+    assert any(e["kind"] == "engine_error" and "No space left" in e["message"]
+               for e in get_events(conn, result.run_key, 0))

@@ -7,6 +7,9 @@ output off first and logs second. Charge, end conditions and the recording rule 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -29,6 +32,9 @@ from rig.engine.recording import Recorder
 
 if TYPE_CHECKING:
     from rig.engine.run import RunContext
+
+
+log = logging.getLogger(__name__)
 
 
 class ChannelEnded(Exception):
@@ -99,6 +105,8 @@ class Resume:
     step_no: int
     step_done: bool
     totals: StepTotals
+    then: str = "next"            # what the finished checkpointed step said comes next
+    memory: dict[str, Any] = field(default_factory=dict)  # see ChannelRunner.memory()
 
 
 class ChannelRunner:
@@ -185,6 +193,13 @@ class ChannelRunner:
             ctx.writer.event(ctx.run_key, ch, ctx.clock.now(), "error", "instrument_fault",
                              f"{type(exc).__name__}: {exc}")
             reason = "instrument_fault"
+        except Exception as exc:
+            await self._safe_off()
+            reason = "engine_error"
+            log.exception("channel %s: engine error", ch)
+            with contextlib.suppress(Exception):
+                ctx.writer.event(ctx.run_key, ch, ctx.clock.now(), "error", "engine_error",
+                                 f"{type(exc).__name__}: {exc}: output off")
         self.state.status, self.state.end_reason = "ended", reason
         outcome = await ctx.outcome_of(self, reason)
         ctx.writer.channel_status(ctx.run_key, ch, "ended", end_reason=reason, outcome=outcome)
@@ -206,7 +221,12 @@ class ChannelRunner:
                 if isinstance(step, Loop):
                     await self._run_loop(step)
                 elif self.resume and self.resume.step_done:
-                    self.resume = None  # the checkpointed step had finished: go on after it
+                    # the checkpointed step had finished: go where it said, as if it just ended
+                    then, self.resume = self.resume.then, None
+                    if then.startswith("end:"):
+                        raise ChannelEnded(then[4:])
+                    if then != "next":
+                        raise Goto(then)
                 else:
                     result = await self._run_step(step)
                     if result.then.startswith("end:"):
@@ -245,7 +265,7 @@ class ChannelRunner:
         self.state.step_no += 1
         t_start = ctx.clock.now()
         ctx.writer.checkpoint(ctx.run_key, self.channel, t_start,
-                              self.checkpoint_state(step_done=False))
+                              self.checkpoint_state(step_done=False, totals=totals))
         if isinstance(step, ConstantCurrent):
             result = await self._run_current(step, totals)
         elif isinstance(step, Rest):
@@ -265,7 +285,7 @@ class ChannelRunner:
             "e_end_V": result.e_end_V, "n_samples": result.n_samples,
         })
         ctx.writer.checkpoint(ctx.run_key, self.channel, t_end,
-                              self.checkpoint_state(step_done=True))
+                              self.checkpoint_state(step_done=True, then=result.then))
         ctx.writer.event(ctx.run_key, self.channel, t_end, "info", "step_end",
                          f"step {self.state.step_no} {step.label or step.kind} (cycle "
                          f"{self.state.cycle}) ended on {result.end_reason}: "
@@ -274,10 +294,31 @@ class ChannelRunner:
         self._report_half_cycle(step, result)
         return result
 
-    def checkpoint_state(self, step_done: bool) -> dict[str, Any]:
+    def checkpoint_state(self, step_done: bool, totals: StepTotals | None = None,
+                         then: str = "next", holding: bool = False) -> dict[str, Any]:
+        """The channel's position; ``totals``: what the running step had done when the
+        checkpoint was written (samples after it add to it, unless ``holding``: then they are
+        open-circuit readings of a pause)."""
         s = self.state
         return {"step_no": s.step_no, "cycle": s.cycle, "path": list(s.path),
-                "loop_iterations": list(s.loop_iterations), "step_done": step_done}
+                "loop_iterations": list(s.loop_iterations), "step_done": step_done,
+                "then": then, "holding": holding,
+                "totals": dataclasses.asdict(totals) if totals is not None else None,
+                "memory": self.memory()}
+
+    def memory(self) -> dict[str, Any]:
+        """What later steps need of earlier ones: the plated charge and η of the open cycle,
+        the divergence reference, the EIS sweep count."""
+        s, n = self.state, self.ctx.failure.divergence_reference_cycles
+        return {"plate_C": s.plate_C, "plate_eta_V": s.plate_eta_V,
+                "reference_etas": s.cycle_etas[:n], "eis_sweeps": s.eis_sweeps}
+
+    def restore(self, memory: dict[str, Any]) -> None:
+        s = self.state
+        s.plate_C = memory.get("plate_C", 0.0)
+        s.plate_eta_V = memory.get("plate_eta_V", math.nan)
+        s.cycle_etas = list(memory.get("reference_etas", []))
+        s.eis_sweeps = memory.get("eis_sweeps", 0)
 
     def _report_half_cycle(self, step: Step, result: StepResult) -> None:
         half = getattr(step, "half_cycle", None)
@@ -353,9 +394,8 @@ class ChannelRunner:
                 n += len(points)
                 ctx.writer.eis_points(ctx.run_key, self.channel, sweep, t0,
                                       [(f, z.real, z.imag) for _, f, z in points])
-            if self.abort_requested:
-                await self._safe_off()
-                raise ChannelEnded("aborted")
+            if self.end_requested:
+                await self._end_now()
         return StepResult("sweep_done", 0.0, math.nan, dc, n)
 
     async def _open_circuit_potential(self, seconds: float = 10.0) -> float:
@@ -389,7 +429,12 @@ class ChannelRunner:
             outcome = await self._stream(step, duration, totals, limit)
             if outcome is not None:
                 return outcome
-            await self._hold()  # paused: hold at open circuit, then the rest of the step
+            ctx = self.ctx  # paused: hold at open circuit, then the rest of the step
+            ctx.writer.checkpoint(ctx.run_key, self.channel, ctx.clock.now(),
+                                  self.checkpoint_state(False, totals, holding=True))
+            await self._hold(q=totals.q)
+            ctx.writer.checkpoint(ctx.run_key, self.channel, ctx.clock.now(),
+                                  self.checkpoint_state(False, totals))
 
     def _result(self, step: Step, totals: StepTotals, reason: str,
                 then: str = "next") -> StepResult:
@@ -436,7 +481,7 @@ class ChannelRunner:
             for s in samples:
                 e, i, ts = s.potential_V, s.current_A, s.t_s
                 if not (e_min <= e <= e_max) or abs(i) > i_max or s.overload:
-                    planned = cond.planned_cutoff(ends, e, i, s.overload)
+                    planned = cond.planned_cutoff(ends, e, i, s.overload, i_max)
                     if planned is None:
                         # output off first; then the data (nothing measured is lost), the event
                         rows.append((t0 + ts, step_no, cycle, e, i, q + i * (ts - last_ts)))
@@ -532,7 +577,7 @@ class ChannelRunner:
                          f"channel {self.channel} ended ({reason}): output off")
         raise ChannelEnded(reason)
 
-    async def _hold(self, interval_s: float = 10.0) -> None:
+    async def _hold(self, interval_s: float = 10.0, q: float = 0.0) -> None:
         """Paused or held by an interlock: open circuit and keep recording, until neither."""
         ctx, ch, clock = self.ctx, self.channel, self.ctx.clock
         status = "paused" if self.pause_requested else "held"
@@ -554,7 +599,7 @@ class ChannelRunner:
             target = await self._sleep_until(clock.now() + window)
             samples, ended = await self.link.call(self.driver.read_samples, target - t0)
             rows = [(t0 + s.t_s, self.state.step_no, self.state.cycle, s.potential_V,
-                     s.current_A, 0.0) for s in samples
+                     s.current_A, q) for s in samples
                     if recorder.wants(t0 + s.t_s, s.potential_V, s.current_A)]
             if rows:
                 ctx.writer.samples(ctx.run_key, ch, rows)

@@ -48,10 +48,11 @@ def instrument_window(ends: tuple[EndCondition, ...], safety: Safety) -> tuple[f
 
 
 def planned_cutoff(ends: tuple[EndCondition, ...], e: float, i: float,
-                   overload: bool) -> EndCondition | None:
+                   overload: bool, i_max: float) -> EndCondition | None:
     """A potential end of the step that this out-of-window sample also crossed (a cutoff
-    overshot in one sample, e.g. a Na||Cu strip when the Na runs out), else None."""
-    if overload:
+    overshot in one sample, e.g. a Na||Cu strip when the Na runs out), else None. Never for an
+    overload or a current over the limit: those always trip."""
+    if overload or abs(i) > i_max:
         return None
     hit = first_end(ends, e, i)
     return hit if hit is not None and hit.kind.startswith("potential") else None

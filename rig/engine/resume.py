@@ -70,21 +70,25 @@ def _is_zombie(pid: int) -> bool:
 
 
 def resume_point(conn: sqlite3.Connection, run_key: int, channel: int) -> Resume | None:
-    """Where the channel continues, from its checkpoint and the samples committed after it."""
+    """Where the channel continues: its checkpoint, and for an unfinished step what it had
+    done — the totals stored with the checkpoint plus the samples committed after it (none
+    counted while the step was held at open circuit by a pause)."""
     cp = get_checkpoint(conn, run_key, channel)
     if cp is None:
         return None
     st = cp["state"]
-    totals = StepTotals()
-    if not st["step_done"]:
-        done = step_progress(conn, run_key, channel, st["step_no"])
+    base = StepTotals(**st["totals"]) if st.get("totals") else StepTotals()
+    totals = base
+    if not st["step_done"] and not st.get("holding"):
+        done = step_progress(conn, run_key, channel, st["step_no"], t_after=cp["t"])
         if done is not None:
             active = max(done["t_last"] - cp["t"], 0.0)
-            totals = StepTotals(q=done["q"], e_abs_dt=done["mean_abs_e"] * active,
-                                t_active=active, n=done["n"], e_end=done["e"])
+            totals = StepTotals(q=done["q"], e_abs_dt=base.e_abs_dt + done["mean_abs_e"] * active,
+                                t_active=base.t_active + active, n=base.n + done["n"],
+                                e_end=done["e"])
     return Resume(path=tuple(st["path"]), loop_iterations=tuple(st["loop_iterations"]),
                   cycle=st["cycle"], step_no=st["step_no"], step_done=st["step_done"],
-                  totals=totals)
+                  totals=totals, then=st.get("then", "next"), memory=st.get("memory") or {})
 
 
 def last_time(conn: sqlite3.Connection, run_key: int) -> float:
@@ -130,6 +134,7 @@ async def take_over(run: dict[str, Any], conn: sqlite3.Connection, *, station: S
         if point is not None:
             runner.resume = point
             runner.state.cycle = point.cycle
+            runner.restore(point.memory)
             # an unfinished step continues under its own number
             runner.state.step_no = point.step_no - (0 if point.step_done else 1)
         runners.append(runner)

@@ -373,17 +373,17 @@ def last_event_of(conn: sqlite3.Connection, run_key: int, kinds: Sequence[str]) 
 
 @_retry_busy
 def step_progress(conn: sqlite3.Connection, run_key: int, channel: int,
-                  step: int) -> dict | None:
-    """What the committed samples of one step say it had done: ``n``, ``t_last``,
-    ``mean_abs_e``, and the last sample's ``q`` and ``e``; None if it has none."""
+                  step: int, t_after: float = float("-inf")) -> dict | None:
+    """What the committed samples of one step (after ``t_after``) say it had done: ``n``,
+    ``t_last``, ``mean_abs_e``, and the last sample's ``q`` and ``e``; None if it has none."""
+    where = "run_key = ? AND channel = ? AND step = ? AND t > ?"
+    args = (run_key, channel, step, t_after)
     n, t_last, mean_abs_e = conn.execute(
-        "SELECT count(*), max(t), avg(abs(e)) FROM samples WHERE run_key = ? AND channel = ? "
-        "AND step = ?", (run_key, channel, step)).fetchone()
+        f"SELECT count(*), max(t), avg(abs(e)) FROM samples WHERE {where}", args).fetchone()
     if not n:
         return None
     q, e = conn.execute(
-        "SELECT q, e FROM samples WHERE run_key = ? AND channel = ? AND step = ? "
-        "ORDER BY t DESC LIMIT 1", (run_key, channel, step)).fetchone()
+        f"SELECT q, e FROM samples WHERE {where} ORDER BY t DESC LIMIT 1", args).fetchone()
     return {"n": n, "t_last": t_last, "mean_abs_e": mean_abs_e, "q": q, "e": e}
 
 
