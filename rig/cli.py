@@ -56,11 +56,15 @@ def _stdout_to_devnull() -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from rig import __version__
+
     p = argparse.ArgumentParser(prog="rig", description="Run sodium-metal battery experiments.")
+    p.add_argument("--version", action="version", version=f"narig {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a protocol (default: on the simulated station)")
-    run.add_argument("protocol", help="protocol file (TOML), e.g. protocols/plating_stripping.toml")
+    run.add_argument("protocol", help="protocol file (TOML), or a built-in protocol's name "
+                     "(see `rig protocols`), e.g. plating_stripping")
     run.add_argument("--station", help="station file (default: the built-in simulated station)")
     run.add_argument("--db", help="store file (default: the user data dir, or $NARIG_DB)")
     run.add_argument("--clock", default=None,
@@ -73,9 +77,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="watch the run in the monitor while it runs (needs a terminal)")
     run.set_defaults(func=cmd_run)
 
-    runs = sub.add_parser("runs", help="list runs")
+    runs = sub.add_parser("runs", help="list runs, newest first")
     runs.add_argument("--db")
     runs.set_defaults(func=cmd_runs)
+
+    from rig.library_cli import add_parser as add_protocols_parser
+    add_protocols_parser(sub)
 
     show = sub.add_parser("show", help="a run's status, end reasons and per-cycle table")
     show.add_argument("run", help="run id, a unique prefix of one, or 'latest'")
@@ -112,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     mon.set_defaults(func=cmd_monitor)
 
     validate = sub.add_parser("validate", help="check a protocol file and print its plan")
-    validate.add_argument("protocol", nargs="?")
+    validate.add_argument("protocol", nargs="?", help="protocol file, or a built-in's name")
     validate.add_argument("--station", help="check currents against this station's instruments")
     validate.add_argument("--schema", action="store_true",
                           help="print the JSON Schema of protocol files (for editors)")
@@ -129,9 +136,10 @@ def _db_path(arg: str | None) -> Path:
 
 def _load(protocol: str) -> Any:
     from protocols import ProtocolError, load_protocol
+    from rig.library import resolve_protocol
 
     try:
-        return load_protocol(protocol)
+        return load_protocol(resolve_protocol(protocol))
     except ProtocolError as exc:
         raise UsageError(str(exc)) from None
 
@@ -213,12 +221,44 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not runs:
         print("no runs yet")
         return EXIT_OK
-    print(f"{'run':<22} {'protocol':<28} {'status':<12} {'started':<19} channels")
-    for r in runs:
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started_at"]))
-        print(f"{r['id']:<22} {str(r['name'])[:28]:<28} {r['status']:<12} {started:<19} "
-              f"{r['n_channels']}")
+    print(runs_table(runs))
     return EXIT_OK
+
+
+def runs_table(runs: list[dict[str, Any]]) -> str:
+    """`rig runs`: newest first; the start in local wall time, the duration on the run's own
+    clock (marked "sim" on a virtual or accelerated clock, so the two are never mixed), and the
+    whole protocol name last, where a long one cannot push the other columns about."""
+    lines = [f"{'run':<22} {'status':<12} {'started (local)':<19} {'duration':>13} "
+             f"{'ch':>3}  protocol"]
+    for r in sorted(runs, key=lambda r: (_wall_start(r), r["key"]), reverse=True):
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(_wall_start(r)))
+        lines.append(f"{r['id']:<22} {r['status']:<12} {started:<19} "
+                     f"{_run_duration(r):>13} {r['n_channels']:>3}  {r['name']}")
+    return "\n".join(lines)
+
+
+def _wall_start(r: dict[str, Any]) -> float:
+    """When the run started on the wall: its id is stamped from the wall clock (UTC) at
+    creation, while ``started_at`` is on the run's own clock, which on ``xN`` runs ahead."""
+    import calendar
+
+    try:
+        return float(calendar.timegm(time.strptime(str(r["id"])[:15], "%Y%m%d-%H%M%S")))
+    except ValueError:  # an id not made by new_run_id
+        return float(r["started_at"] or 0.0)
+
+
+def _run_duration(r: dict[str, Any]) -> str:
+    """Clock time from start to end (or to now, for a live real-clock run)."""
+    simulated = str(r.get("clock") or "") not in ("", "real")
+    end = r.get("ended_at")
+    if end is None:
+        if simulated:
+            return "-"  # a live simulated run's clock is not the wall's: no honest figure here
+        end = time.time()
+    hours = max(0.0, end - r["started_at"]) / 3600
+    return f"{hours:.1f} h" + (" sim" if simulated else "")
 
 
 # ---- rig show -------------------------------------------------------------------------------
