@@ -52,7 +52,9 @@ async def test_finished_run_shows_every_channel_ended_and_its_events(finished_db
         for r in rows:
             assert "ended" in r[3] and "completed" in r[3]
             assert r[4] == "strip"  # the last step's label
-            assert r[5] == "3 of 3" and r[9].endswith("%") and r[11] == "0:00"
+            assert r[5] == "3 of 3" and r[11] == "0:00"
+            assert r[9] == "n/a"  # Na||Na: CE means nothing (issue 10); r[7]: output off
+            assert r[7] == "off"
             # the capacity of the last half-cycle: 0.5 mAh/cm^2 x 1.13 cm^2, stripped
             assert float(r[8]) == pytest.approx(0.565, abs=0.002)
         assert "has ended: completed" in app.query_one(StatusLine).message

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
-from textual import work
+from textual import events, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -44,6 +44,7 @@ from rig.tui.widgets import (
 
 POLL_S = 0.5
 BLINK_S = 0.5
+NARROW_BELOW = 120  # columns
 
 
 class MonitorApp(App):
@@ -52,6 +53,11 @@ class MonitorApp(App):
 
     CSS_PATH = Path(__file__).with_name("monitor.tcss")  # absolute: subclasses find it too
     TITLE = "narig monitor"
+    # a laptop over ssh (80x24): below 120 columns the table is compact and the station panel
+    # takes the plots' place on `t`; below 32 rows the header goes and the event log shrinks
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [
+        (0, "-narrow"), (NARROW_BELOW, "-wide")]
+    VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [(0, "-short"), (32, "-tall")]
     BINDINGS: ClassVar[list[Binding]] = [
         Binding("p", "command('pause', False)", "pause"),
         Binding("r", "command('resume', False)", "resume"),
@@ -62,6 +68,7 @@ class MonitorApp(App):
         Binding("s", "switch_run", "switch run"),
         Binding("f", "filter_events", "filter events"),
         Binding("k", "acknowledge", "acknowledge"),
+        Binding("t", "toggle_station", "station"),
         Binding("z", "zoom", "zoom"),
         Binding("q", "quit", "quit"),
     ]
@@ -114,6 +121,7 @@ class MonitorApp(App):
         self.e_plot = self.query_one(PotentialPlot)
         self.eta_plot = self.query_one(OverpotentialPlot)
         self.table.focus()
+        self.table.compact = self.size.width < NARROW_BELOW
         self.poll_store()
         self.set_interval(self.poll_s, self.poll_store)
         self.set_interval(BLINK_S, self._blink)
@@ -233,6 +241,15 @@ class MonitorApp(App):
         self.span_s = SPANS_S[(SPANS_S.index(self.span_s) + 1) % len(SPANS_S)]
         self.notify(f"E vs t: {span_label(self.span_s)}")
         self.poll_store()
+
+    # ---- narrow terminals ------------------------------------------------------------------
+    def on_resize(self, event: events.Resize) -> None:
+        if hasattr(self, "table"):  # a resize can come before on_mount
+            self.table.compact = event.size.width < NARROW_BELOW
+
+    def action_toggle_station(self) -> None:
+        """On a narrow terminal, swap the plots for the station panel (and back)."""
+        self.screen.toggle_class("-station")
 
     # ---- switching runs --------------------------------------------------------------------
     def action_switch_run(self) -> None:

@@ -56,6 +56,9 @@ HOLD_KINDS = ("paused", "held", "resumed")  # a channel's hold begins with pause
 INTERLOCK_KINDS = ("interlock_hold", "interlock_release", "interlock_alarm_cleared_manual")
 COLUMNS = ("ch", "cell", "electrolyte", "state", "step", "cycle", "E (V)", "I (mA)", "Q (mAh)",
            "CE", "η (mV)", "left")
+# at 80 columns (a laptop over ssh) the table keeps what a glance needs and fits the width
+COMPACT_COLUMNS = ("ch", "cell", "state", "cycle", "E (V)", "I (mA)", "CE", "η (mV)", "left")
+NOT_MEANINGFUL = "n/a"  # CE of a symmetric cell: both half-cycles pass the same fixed charge
 
 
 def is_busy(exc: BaseException) -> bool:
@@ -82,15 +85,22 @@ class ChannelRow:
     time_left_s: float | None
     step: str = ""  # the label of the step in progress (or of the last one)
     q_mAh: float | None = None  # charge passed in the step in progress, signed
+    output_on: bool = True  # False once the channel ended: its last current is history
+    ce_meaningful: bool = True  # False for a symmetric cell
 
-    def cells(self) -> tuple[str, ...]:
-        """The row as the table's strings, in ``COLUMNS`` order."""
+    def cells(self, columns: Sequence[str] = COLUMNS) -> tuple[str, ...]:
+        """The row as the table's strings, in ``columns`` order (``COLUMNS`` by default)."""
         cycle = "-" if self.cycle is None else (
             f"{self.cycle} of {self.total_cycles}" if self.total_cycles else str(self.cycle))
-        return (str(self.channel), self.cell_id, self.electrolyte, self.state,
-                self.step or "-", cycle, _num(self.e_V, "{:+.4f}"), _num(self.i_mA, "{:+.4g}"),
-                _num(self.q_mAh, "{:+.4f}"), _num(self.last_ce, "{:.2%}"),
-                _num(self.eta_mV, "{:.1f}"), fmt_left(self.time_left_s))
+        ce = _num(self.last_ce, "{:.2%}") if self.ce_meaningful else NOT_MEANINGFUL
+        by_name = {
+            "ch": str(self.channel), "cell": self.cell_id, "electrolyte": self.electrolyte,
+            "state": self.state, "step": self.step or "-", "cycle": cycle,
+            "E (V)": _num(self.e_V, "{:+.4f}"),
+            "I (mA)": _num(self.i_mA, "{:+.4g}") if self.output_on else "off",
+            "Q (mAh)": _num(self.q_mAh, "{:+.4f}"), "CE": ce, "η (mV)": _num(self.eta_mV, "{:.1f}"),
+            "left": fmt_left(self.time_left_s)}
+        return tuple(by_name[c] for c in columns)
 
 
 @dataclass(frozen=True)
@@ -651,7 +661,8 @@ class StoreView:
             e_V=None if last is None else last[3],
             i_mA=None if last is None else last[4] * 1e3,
             last_ce=steps.last_ce, eta_mV=steps.last_eta_mV, time_left_s=left,
-            step=self._step_label(n, steps), q_mAh=None if last is None else last[5] / 3.6)
+            step=self._step_label(n, steps), q_mAh=None if last is None else last[5] / 3.6,
+            output_on=ch["status"] != "ended", ce_meaningful=ch.get("cell_type") != "symmetric")
 
     def _step_label(self, channel: int, steps: ChannelSteps) -> str:
         """The step in progress, from the channel's checkpoint and the plan; else the last

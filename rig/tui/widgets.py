@@ -20,7 +20,7 @@ from textual.widgets import DataTable, Label, OptionList, Static
 from textual.widgets.option_list import Option
 from textual_plotext import PlotextPlot
 
-from rig.tui.data import ALARM_LEVELS, COLUMNS, ChannelRow, Interlock, Reading
+from rig.tui.data import ALARM_LEVELS, COLUMNS, COMPACT_COLUMNS, ChannelRow, Interlock, Reading
 
 LEVEL_STYLES = {"warning": "bold yellow", "alarm": "bold red", "error": "bold white on red"}
 ACKED_STYLES = {"alarm": "red", "error": "red"}  # acknowledged: still red, no longer bold
@@ -70,15 +70,35 @@ class ChannelTable(DataTable):
     (the selection) stays put and a 64-channel poll stays cheap."""
 
     rows_data: reactive[tuple[ChannelRow, ...]] = reactive((), always_update=True)
+    compact: reactive[bool] = reactive(False)  # the narrow column set (COMPACT_COLUMNS)
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._shown: dict[str, tuple[str, ...]] = {}
 
+    @property
+    def columns_shown(self) -> tuple[str, ...]:
+        return COMPACT_COLUMNS if self.compact else COLUMNS
+
     def on_mount(self) -> None:
         self.cursor_type = "row"
-        for name in COLUMNS:
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        for name in self.columns_shown:
             self.add_column(name, key=name)
+
+    def watch_compact(self, _old: bool, _new: bool) -> None:
+        """Another column set: rebuild the columns and rows, keeping the selected row."""
+        if not self.is_mounted:
+            return
+        row = self.cursor_row
+        self._shown.clear()
+        self.clear(columns=True)
+        self._add_columns()
+        self.watch_rows_data(self.rows_data)
+        if self.row_count:
+            self.move_cursor(row=min(row, self.row_count - 1))
 
     def reset(self) -> None:
         """Forget every row (another run is shown)."""
@@ -86,16 +106,17 @@ class ChannelTable(DataTable):
         self.clear()
 
     def watch_rows_data(self, rows: tuple[ChannelRow, ...]) -> None:
-        state_col = COLUMNS.index("state")
+        columns = self.columns_shown
+        state_col = columns.index("state")
         for row in rows:
             key = str(row.channel)
-            cells = row.cells()
+            cells = row.cells(columns)
             before = self._shown.get(key)
             if before is None:
                 self.add_row(*(state_text(c) if k == state_col else c
                                for k, c in enumerate(cells)), key=key)
             else:
-                for k, (name, value) in enumerate(zip(COLUMNS, cells)):
+                for k, (name, value) in enumerate(zip(columns, cells)):
                     if value != before[k]:
                         self.update_cell(key, name, state_text(value) if k == state_col
                                          else value, update_width=True)
