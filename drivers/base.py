@@ -27,6 +27,37 @@ class InstrumentGone(InstrumentError):
     """The transport is closed or the device vanished: no retry will help."""
 
 
+class RetriedFaults:
+    """The failed attempts a driver retried, kept until the engine takes them.
+
+    A retry that cures a garbled reply hides the fault from the caller; a lab still wants to
+    know its cabling drops one reply in a hundred. Bounded: past ``keep`` only the count grows.
+
+    >>> log = RetriedFaults()
+    >>> log.record("InstrumentTimeout: no answer"); log.record("InstrumentTimeout: no answer")
+    >>> log.take()
+    (2, ['InstrumentTimeout: no answer', 'InstrumentTimeout: no answer'])
+    >>> log.take()
+    (0, [])
+    """
+
+    def __init__(self, keep: int = 20) -> None:
+        self.keep = keep
+        self._count = 0
+        self._kept: list[str] = []
+
+    def record(self, what: str) -> None:
+        self._count += 1
+        if len(self._kept) < self.keep:
+            self._kept.append(what)
+
+    def take(self) -> tuple[int, list[str]]:
+        """How many attempts failed since the last take, and the first ``keep`` of them."""
+        taken = (self._count, self._kept)
+        self._count, self._kept = 0, []
+        return taken
+
+
 @dataclass(frozen=True, slots=True)
 class Sample:
     """One measurement of a potentiostat channel.
@@ -96,6 +127,8 @@ class Potentiostat(Protocol):
 
 @runtime_checkable
 class AtmosphereSensor(Protocol):
+    retried: RetriedFaults  # attempts that failed and were retried (cured or not)
+
     def read(self) -> dict[str, float]:
         """{'o2_ppm': .., 'h2o_ppm': .., optionally 'temperature_K': ..}"""
 
@@ -104,6 +137,8 @@ class AtmosphereSensor(Protocol):
 
 @runtime_checkable
 class PressureGauge(Protocol):
+    retried: RetriedFaults  # attempts that failed and were retried (cured or not)
+
     def read(self) -> tuple[float, float]:
         """(absolute pressure Pa, temperature K)"""
 

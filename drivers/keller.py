@@ -54,7 +54,7 @@ from typing import Self, TypeVar
 
 import serial
 
-from drivers.base import InstrumentGone, InstrumentProtocolError, InstrumentTimeout
+from drivers.base import InstrumentGone, InstrumentProtocolError, InstrumentTimeout, RetriedFaults
 
 # --- the wire ---------------------------------------------------------------------------------
 TRANSPARENT_ADDRESS = 250  # any single device on the bus answers it
@@ -273,6 +273,7 @@ class KellerGauge:
         self.temperature_channel = temperature_channel
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.info: DeviceInfo | None = None  # from the last F48
+        self.retried = RetriedFaults()
         try:
             self._serial: serial.Serial | None = serial.Serial(
                 port, baudrate=baudrate, bytesize=8, parity="N", stopbits=1,
@@ -363,6 +364,8 @@ class KellerGauge:
                 raise  # the device's considered answer: repeating the request will not change it
             except (InstrumentTimeout, InstrumentProtocolError) as exc:
                 last = exc
+                if attempt < self.retries:
+                    self.retried.record(f"{type(exc).__name__}: {exc}")
         assert last is not None
         raise last
 

@@ -51,7 +51,7 @@ from pymodbus import FramerType
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from drivers.base import InstrumentGone, InstrumentProtocolError, InstrumentTimeout
+from drivers.base import InstrumentGone, InstrumentProtocolError, InstrumentTimeout, RetriedFaults
 
 # What a spec may say, and the allowed values (used in error messages, in this order).
 QUANTITIES = ("o2_ppm", "h2o_ppm", "temperature_K")
@@ -402,6 +402,7 @@ class ModbusAtmosphereSensor:
                 serial_port, framer=FramerType.RTU, baudrate=baudrate, bytesize=8,
                 parity="N", stopbits=1, timeout=timeout_s, retries=0)
         self._closed = False
+        self.retried = RetriedFaults()
 
     def read(self) -> dict[str, float]:
         """Every reading of the map, in ppm and K: ``{'h2o_ppm': 0.2, 'temperature_K': 297.4}``."""
@@ -421,6 +422,7 @@ class ModbusAtmosphereSensor:
             except _Transient as failure:
                 if attempt == self.retries:
                     raise failure.error from None
+                self.retried.record(f"{type(failure.error).__name__}: {failure.error}")
                 self._sleep(min(self.backoff_max_s, self.backoff_s * 2 ** attempt))
         raise AssertionError("unreachable")
 

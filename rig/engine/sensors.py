@@ -56,6 +56,7 @@ class SensorHub:
             for s in self.sensors if s.kind == "pressure" and getattr(s, "holder", None)
         }
         self.faulty: dict[str, int] = {}  # sensor -> failed polls in a row
+        self.retried_total: dict[str, int] = {}  # sensor -> attempts its driver retried
 
     def tasks(self) -> list[asyncio.Task]:
         return [asyncio.create_task(self._poll(s)) for s in self.sensors]
@@ -72,6 +73,7 @@ class SensorHub:
                     value = None
                 else:
                     self._recovered(sensor, t)
+                self._retried(sensor, t)
                 if sensor.kind == "atmosphere":
                     self._atmosphere(sensor, t, value)
                 else:
@@ -147,6 +149,18 @@ class SensorHub:
             self.ctx.writer.event(self.ctx.run_key, sensor.channel, t, "warning", "sensor_fault",
                                   f"sensor {sensor.name}: {type(exc).__name__}: {exc}")
         self.faulty[sensor.name] = self.faulty.get(sensor.name, 0) + 1
+
+    def _retried(self, sensor: Any, t: float) -> None:
+        """Attempts the driver retried during this poll: each is a fault on the wire even when
+        the retry cured it, so each is counted in an event."""
+        count, kept = sensor.driver.retried.take()
+        if count:
+            first = kept[0] if kept else ""
+            self.ctx.writer.event(
+                self.ctx.run_key, sensor.channel, t, "warning", "sensor_retried",
+                f"sensor {sensor.name}: {count} failed attempt{'s' if count > 1 else ''} "
+                f"retried ({first}{'; ...' if count > 1 else ''})")
+            self.retried_total[sensor.name] = self.retried_total.get(sensor.name, 0) + count
 
     def _recovered(self, sensor: Any, t: float) -> None:
         missed = self.faulty.pop(sensor.name, 0)
