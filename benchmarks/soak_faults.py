@@ -1,0 +1,163 @@
+"""Fault soak: many channels for a long simulated time with every simulated instrument dropping,
+garbling and disconnecting a share of its traffic (issue 9).
+
+    python benchmarks/soak_faults.py [--channels 16] [--hours 1000] [--rate 0.01] [--keithley 2]
+
+Prints, per instrument, the faults its simulator injected; the events the rig logged for them;
+each channel's end; whether every recorded sample reached the store (each step's sample count
+against the samples table); and whether any output was left on when the run ended. It exits 1
+if a channel ended for a reason other than completing, a sample is missing, or an output is on.
+The baseline beside it: the same run with no faults, so the wall-time cost of the faults shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from protocols import parse_protocol
+from protocols.plan import Plan
+from rig.clock import VirtualClock
+from rig.engine.run import execute
+from rig.station import simulated_station
+from rig.store import RunWriter
+
+ELECTROLYTES = ("1 M NaPF6 in diglyme", "1 M NaClO4 in EC:DEC")
+
+
+def soak_plan(channels: int, hours: float) -> Plan:
+    """Na||Na plating-stripping at 1 mA/cm^2, 1 mAh/cm^2 (2 h a cycle), gas holders on half."""
+    cycles = max(1, round(hours / 2))
+    cells = "".join(f"""
+[[cells]]
+channel = {n}
+cell_id = "S{n:02d}"
+type = "symmetric"
+area = "1.13 cm^2"
+electrolyte = "{ELECTROLYTES[n % 2]}"
+{'headspace = "5 mL"' if n % 2 == 0 else ''}
+""" for n in range(channels))
+    return parse_protocol(f"""
+kind = "plating_stripping"
+name = "fault soak"
+current_density = "1 mA/cm^2"
+areal_capacity = "1 mAh/cm^2"
+cycles = {cycles}
+record_interval = "60 s"
+{cells}""", "soak.toml")
+
+
+def fault_profiles(plan: Plan, rate: float, keithley: set[int]) -> dict[str, Any]:
+    from rig.sim.emstat import FaultProfile as EmStatFaults
+    from rig.sim.glovebox import ModbusFaultProfile
+    from rig.sim.keithley import FaultProfile as KeithleyFaults
+    from rig.sim.keller import FaultProfile as KellerFaults
+
+    third = rate / 3
+    faults: dict[str, Any] = {
+        "box-h2o": ModbusFaultProfile(no_reply=third, exception=third, disconnect=third, seed=1),
+        "box-o2": ModbusFaultProfile(no_reply=third, exception=third, disconnect=third, seed=2)}
+    for cp in plan.channels:
+        n = cp.cell.channel
+        if n in keithley:
+            faults[f"k2450-ch{n}"] = KeithleyFaults(no_reply=third, garbled=third,
+                                                    disconnect=third, seed=10 + n)
+        else:
+            faults[f"es4-ch{n}"] = EmStatFaults(no_reply=third, garbled_line=third,
+                                                truncated_package=third, seed=10 + n)
+        if cp.cell.headspace_mL:
+            faults[f"keller-ch{n}"] = KellerFaults(no_reply=third, bad_crc=third,
+                                                   truncated=third, seed=100 + n)
+    return faults
+
+
+def injected(sim: Any) -> int:
+    """How many faults a simulator put on its wire (each simulator counts in its own way)."""
+    if hasattr(sim, "faults_injected"):
+        counts = sim.faults_injected
+        return sum((counts() if callable(counts) else counts).values())
+    faults = getattr(sim, "faults", None)
+    if isinstance(faults, collections.Counter):
+        return sum(v for k, v in faults.items() if k != "requests")
+    if isinstance(faults, list):
+        return len(faults)
+    return -1  # a simulator that does not count (shown as such)
+
+
+def run_once(plan: Plan, faults: dict[str, Any] | None, keithley: set[int]) -> dict[str, Any]:
+    db = Path(tempfile.mkdtemp()) / "soak.db"
+    clock = VirtualClock()
+    station = simulated_station(plan, clock, seed=7, keithley_channels=sorted(keithley),
+                                faults=faults)
+    writer = RunWriter(db)
+    wall0 = time.perf_counter()
+    try:
+        result = asyncio.run(execute(plan, station=station, clock=clock, writer=writer,
+                                     protocol_text="", protocol_path="soak.toml"))
+        sims = dict(station.simulation.by_name)
+        outputs_on = [name for name, sim in sims.items() if getattr(sim, "output_on", False)]
+        per_sim = {name: injected(sim) for name, sim in sims.items()}
+    finally:
+        station.close()
+        writer.close()
+    wall = time.perf_counter() - wall0
+    conn = sqlite3.connect(db)
+    events = collections.Counter(k for (k,) in conn.execute(
+        "SELECT kind FROM events WHERE level IN ('warning', 'alarm', 'error')"))
+    missing = conn.execute(
+        "SELECT s.channel, s.step, s.n_samples, (SELECT count(*) FROM samples x WHERE "
+        "x.run_key = s.run_key AND x.channel = s.channel AND x.step = s.step) AS stored "
+        "FROM steps s WHERE s.n_samples IS NOT NULL AND s.n_samples != stored").fetchall()
+    samples = conn.execute("SELECT count(*) FROM samples").fetchone()[0]
+    conn.close()
+    return {"result": result, "wall_s": wall, "outputs_on": outputs_on, "injected": per_sim,
+            "events": events, "missing": missing, "samples": samples}
+
+
+def main() -> int:
+    import logging
+
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # it logs every dropped frame
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--channels", type=int, default=16)
+    ap.add_argument("--hours", type=float, default=1000.0, help="simulated hours")
+    ap.add_argument("--rate", type=float, default=0.01, help="fault rate of every instrument")
+    ap.add_argument("--keithley", type=int, default=2,
+                    help="how many channels are on a simulated Keithley 2450 (the last ones)")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the fault-free run")
+    args = ap.parse_args()
+    plan = soak_plan(args.channels, args.hours)
+    keithley = set(range(args.channels - args.keithley, args.channels))
+    runs = [("faults", fault_profiles(plan, args.rate, keithley))]
+    if not args.no_baseline:
+        runs.insert(0, ("baseline", None))
+    bad = False
+    for label, faults in runs:
+        out = run_once(plan, faults, keithley)
+        r = out["result"]
+        ends = collections.Counter(r.reasons.values())
+        print(f"{label}: {args.channels} channels, {args.hours:g} h simulated in "
+              f"{out['wall_s']:.1f} s wall; status {r.status}; ends {dict(ends)}; "
+              f"{out['samples']} samples stored")
+        if faults:
+            total = sum(v for v in out["injected"].values() if v > 0)
+            print(f"  faults injected: {total} "
+                  f"({', '.join(f'{k} {v}' for k, v in sorted(out['injected'].items()))})")
+            print(f"  warning/alarm/error events: {sum(out['events'].values())} "
+                  f"({', '.join(f'{k} {v}' for k, v in out['events'].most_common())})")
+        print(f"  steps whose samples are not all stored: {len(out['missing'])}"
+              + (f" e.g. {out['missing'][:3]}" if out["missing"] else ""))
+        print(f"  outputs left on at the end: {out['outputs_on'] or 'none'}")
+        bad |= bool(out["missing"] or out["outputs_on"] or set(ends) != {"completed"})
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
