@@ -84,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--every", type=int, default=1, help="print every Nth cycle (and the last)")
     show.add_argument("--channel", type=int, default=None, help="only this channel")
     show.set_defaults(func=cmd_show)
+    from rig.export.command import add_parser as add_export_parser  # rig export: its own module
+
+    add_export_parser(sub)
 
     for name, text in (("pause", "hold channels at open circuit (data keeps flowing)"),
                        ("abort", "output off; the channels end with reason 'aborted'")):
@@ -611,4 +614,8 @@ def cmd_sim_serve(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the imported module's main, so `python -m rig.cli` and the subcommands in other
+    # modules (rig.export.command) share one UsageError class
+    from rig.cli import main as _main
+
+    sys.exit(_main())
