@@ -170,3 +170,36 @@ def test_an_unknown_channel_is_a_clear_error(store):
     db, ids = store
     with open_store(db) as s, pytest.raises(KeyError, match="has no channel 7"):
         s.run(ids["gas"]).samples(7)
+
+
+def test_a_run_stored_before_fit_uncertainties_still_shows_and_exports(store, tmp_path):
+    """Old stores open: an ocv_impedance outcome recorded by the previous code (fits without
+    ``*_err``, ``chi_square``, ``n_points``) is shown as stored, its uncertainty as unknown."""
+    import shutil
+    import sqlite3
+
+    db, ids = store
+    old = tmp_path / "old.db"
+    shutil.copy(db, old)
+    conn = sqlite3.connect(old)
+    (key,) = conn.execute("SELECT key FROM runs WHERE id = ?", (ids["eis"],)).fetchone()
+    (text,) = conn.execute("SELECT outcome_json FROM channels WHERE run_key = ?",
+                           (key,)).fetchone()
+    outcome = json.loads(text)
+    for row in outcome["sweeps"]:
+        for k in [k for k in row if k.endswith("_err") or k in ("chi_square", "n_points")]:
+            del row[k]
+    conn.execute("UPDATE channels SET outcome_json = ? WHERE run_key = ?",
+                 (json.dumps(outcome), key))
+    conn.commit()
+    conn.close()
+    shown = show_json(old, ids["eis"])["channels"][0]["eis"]
+    assert [s["r_sei_ohm"] for s in shown] == [s["r_sei_ohm"] for s in outcome["sweeps"]]
+    assert all(s["fit_ok"] and "r_sei_ohm_err" not in s for s in shown)
+    text_out = subprocess.run([sys.executable, "-m", "rig.cli", "show", ids["eis"]],
+                              capture_output=True, text=True, cwd=ROOT, timeout=120,
+                              env={**os.environ, "NARIG_DB": str(old)})
+    assert text_out.returncode == 0 and "± ?" in text_out.stdout
+    with open_store(old) as s:
+        assert s.run(ids["eis"]).eis_fits(0)["r_sei_ohm"].tolist() == pytest.approx(
+            outcome["r_sei_ohm"])

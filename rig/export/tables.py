@@ -1,5 +1,5 @@
 """Chunks of columns (``bdf.rows``) as Arrow record batches: the one conversion the CSV and
-Parquet writers share. Missing values (NaN, "") become nulls: empty cells in CSV, nulls in
+Parquet writers share. Missing numbers (NaN) become nulls: empty cells in CSV, nulls in
 Parquet."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def batch(block: dict[str, np.ndarray], sch: pa.Schema) -> pa.RecordBatch:
     for f in sch:
         values = block[f.name]
         if f.type == pa.string():
-            arrays.append(pa.array([v or None for v in values], type=pa.string()))
+            arrays.append(pa.array(values, type=pa.string()))
         else:
             arrays.append(pa.array(values, type=f.type, from_pandas=True))  # NaN -> null
     return pa.RecordBatch.from_arrays(arrays, schema=sch)
