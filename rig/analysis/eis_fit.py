@@ -123,7 +123,7 @@ def _ordered(p: Sequence[float], err: Sequence[float | None] | None = None
     """R1‖CPE1 is the higher-frequency arc: swap the arcs (and their errors) if the fit put
     them the other way."""
     rs, r1, q1, n1, r2, q2, n2, sigma = p
-    e = list(err) if err is not None else [None] * 8
+    e: list[float | None] = list(err) if err is not None else [None] * 8
 
     def log_f_char(r: float, q: float, n: float) -> float:
         """log of the arc's characteristic frequency, (R·Q)^(-1/n) / 2π (logs: no overflow)."""
@@ -159,8 +159,9 @@ def _fit_once(f: np.ndarray, z: np.ndarray, guess: Sequence[float]) -> tuple[Eis
     if not all(math.isfinite(v) for v in [*p, residual]):
         return None, "the fit gave non-finite parameters"
     p, err = _ordered(p, _errors(circuit))
-    errors: dict[str, Any] = {f"{name}_err": e for name, e in zip(PARAMETERS, err)}
-    fit = EisFit(*p, residual=residual, chi_square=chi_square, n_points=len(z), **errors)
+    values: dict[str, Any] = dict(zip(PARAMETERS, p))
+    values.update({f"{name}_err": e for name, e in zip(PARAMETERS, err)})
+    fit = EisFit(**values, residual=residual, chi_square=chi_square, n_points=len(z))
     if residual > MAX_RESIDUAL:
         return None, f"the fit misses the data by {residual:.1%} RMS (more than {MAX_RESIDUAL:.0%})"
     return _determined(fit)

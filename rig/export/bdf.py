@@ -294,7 +294,7 @@ def custom_measurements(conn: sqlite3.Connection, run: dict[str, Any],
     out: dict[str, Any] = {}
     recorded = set((s, q) for s, q, _ in frames.sensor_series(conn, run["key"]))
     for s in station_sensors(run):
-        name = s.get("name")
+        name = str(s.get("name"))
         if s.get("kind") == "pressure" and s.get("channel") == channel:
             if (name, "pressure_Pa") in recorded:
                 out["gas_pressure"] = _series(conn, run["key"], name, "pressure_Pa", "Pa")
