@@ -203,3 +203,40 @@ def test_a_run_stored_before_fit_uncertainties_still_shows_and_exports(store, tm
     with open_store(old) as s:
         assert s.run(ids["eis"]).eis_fits(0)["r_sei_ohm"].tolist() == pytest.approx(
             outcome["r_sei_ohm"])
+
+
+def show_text(db: Path, *args: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "rig.cli", "show", *args], capture_output=True,
+                         text=True, cwd=ROOT, timeout=120, env={**os.environ, "NARIG_DB": str(db)})
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_show_prints_ce_only_where_it_means_something_and_one_channel_on_request(store):
+    db, ids = store
+    sym = show_text(db, ids["cycling"], "--channel", "1")
+    assert "C1" in sym and "G1" not in sym
+    assert "CE % not shown: not meaningful for a symmetric cell" in sym
+    assert "η plate mV" in sym and "E strip end mV" in sym and "j mA/cm²" in sym
+    na_cu = show_text(db, ids["ce"])
+    header = next(line for line in na_cu.splitlines() if "plated mAh" in line)
+    assert " CE %" in header and "not meaningful" not in na_cu
+    assert "formation CE" in na_cu
+    eis = show_text(db, ids["eis"])
+    assert "R_SEI ohm" in eis and eis.count(" ± ") >= 8  # R_SEI and Rct of 4 sweeps
+    gas = show_text(db, ids["gas"])
+    assert "gas umol" in gas and "uL STP" in gas
+
+
+def test_show_says_fit_failed_instead_of_a_number():
+    from rig.show import channel_lines
+
+    ch = {"cycles": [], "eis": [
+        {"sweep": 1, "t_h": 0.0, "fit_ok": True, "reason": "", "rs_ohm": 2.2, "r_sei_ohm": 7.1,
+         "r_sei_ohm_err": 0.25, "rct_ohm": 9.1, "rct_ohm_err": 0.3, "residual": 0.006},
+        {"sweep": 2, "t_h": 1.0, "fit_ok": False,
+         "reason": "R_SEI is not determined by the data"}]}
+    lines = channel_lines(ch)
+    assert "7.10 ± 0.25" in lines[1] and "9.10 ± 0.3" in lines[1]
+    assert lines[2].split()[:2] == ["2", "1.00"]
+    assert "fit failed: R_SEI is not determined by the data" in lines[2]
