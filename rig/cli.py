@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import io
 import json
-import math
 import os
 import sys
 import time

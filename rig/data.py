@@ -41,8 +41,8 @@ from typing import Any
 
 import pandas as pd
 
-from rig.store import read as _read
 from rig.store import frames as _frames
+from rig.store import read as _read
 
 SAMPLE_COLUMNS = ["t", "test_time_s", "step", "cycle", "e", "i", "q"]
 """Samples: t (s, Unix, run clock), test_time_s (s since the run started), step, cycle (the

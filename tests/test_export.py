@@ -199,7 +199,8 @@ def test_a_symmetric_cells_origin_cycles_leave_ce_empty(store, tmp_path):
 def test_bad_run_channel_or_out_is_one_clear_line(store, tmp_path):
     db, ids = store
     out = rig("export", ids["gas"], "--out", str(tmp_path), "--channel", "9", db=db)
-    assert out.returncode == 2 and "has no channel 9" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "has no channel 9" in out.stderr
+    assert "Traceback" not in out.stderr
     out = rig("export", "19990101", "--out", str(tmp_path), db=db)
     assert out.returncode == 2 and "no run matches" in out.stderr
     f = tmp_path / "file"

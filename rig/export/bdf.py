@@ -90,7 +90,8 @@ def base_name(run: dict[str, Any], cell: dict[str, Any]) -> str:
     """
     model = (cell.get("instrument") or "instrument").split()[0]
     day = time.strftime("%Y%m%d", time.gmtime(run["started_at"]))
-    return f"{_clean(model)}-ch{cell['channel']}__{_clean(str(cell['cell_id']))}__{day}_{run['key']:03d}"
+    cell_id = _clean(str(cell["cell_id"]))
+    return f"{_clean(model)}-ch{cell['channel']}__{cell_id}__{day}_{run['key']:03d}"
 
 
 @dataclass

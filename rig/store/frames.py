@@ -66,7 +66,8 @@ def sensor_series(conn: sqlite3.Connection, run_key: int) -> list[tuple[str, str
 
 
 @_retry_busy
-def eis_sweeps(conn: sqlite3.Connection, run_key: int, channel: int) -> list[tuple[int, float, int]]:
+def eis_sweeps(conn: sqlite3.Connection, run_key: int,
+               channel: int) -> list[tuple[int, float, int]]:
     """``(sweep, t, n_points)`` of every EIS sweep of a channel, in sweep order."""
     return conn.execute(
         "SELECT sweep, min(t), count(*) FROM eis WHERE run_key = ? AND channel = ? "
