@@ -4,6 +4,8 @@ impedance columns; the sidecar's cell, protocol, station, gas and glovebox serie
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -16,6 +18,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from rig.cli import main
 from rig.data import open_store
 from rig.export.bdf import COLUMNS, REQUIRED
 from rig.export.command import export_run
@@ -40,6 +43,18 @@ def store(tmp_path_factory):
 
 
 def rig(*args: str, db: Path) -> subprocess.CompletedProcess:
+    """`rig ARGS --db DB` in this process (rig.cli.main, as the console script calls it)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([*args, "--db", str(db)])
+        except SystemExit as exc:  # argparse refusing an argument
+            code = int(exc.code or 0)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def rig_process(*args: str, db: Path) -> subprocess.CompletedProcess:
+    """`python -m rig.cli ARGS` as a separate process, the way a user or a script runs it."""
     return subprocess.run([sys.executable, "-m", "rig.cli", *args], capture_output=True,
                           text=True, cwd=ROOT, timeout=120, env={**os.environ, "NARIG_DB": str(db)})
 
@@ -198,7 +213,7 @@ def test_a_symmetric_cells_origin_cycles_leave_ce_empty(store, tmp_path):
 
 def test_bad_run_channel_or_out_is_one_clear_line(store, tmp_path):
     db, ids = store
-    out = rig("export", ids["gas"], "--out", str(tmp_path), "--channel", "9", db=db)
+    out = rig_process("export", ids["gas"], "--out", str(tmp_path), "--channel", "9", db=db)
     assert out.returncode == 2 and "has no channel 9" in out.stderr
     assert "Traceback" not in out.stderr
     out = rig("export", "19990101", "--out", str(tmp_path), db=db)
