@@ -244,3 +244,31 @@ def test_the_column_list_is_the_formats(store):
     with open_reader(db) as conn:
         run = resolve_run(conn, ids["cycling"])
         assert len(get_channels(conn, run["key"])) == 2
+
+
+def test_a_step_without_its_row_yet_still_exports_its_samples(store, tmp_path):
+    """A live (or crashed) run: the running step has samples but no steps row yet."""
+    import shutil
+    import sqlite3
+
+    db, ids = store
+    live = tmp_path / "live.db"
+    shutil.copy(db, live)
+    conn = sqlite3.connect(live)
+    (key,) = conn.execute("SELECT key FROM runs WHERE id = ?", (ids["cycling"],)).fetchone()
+    (last,) = conn.execute("SELECT max(step) FROM steps WHERE run_key = ? AND channel = 0",
+                           (key,)).fetchone()
+    conn.execute("DELETE FROM steps WHERE run_key = ? AND channel = 0 AND step = ?", (key, last))
+    conn.commit()
+    conn.close()
+    files = export(live, ids["cycling"], "bdf", tmp_path / "out", "--channel", "0")
+    df = pd.read_csv(next(p for p in files if p.name.endswith(".bdf.csv")))
+    _, samples, _ = store_rows(live, ids["cycling"], 0)
+    assert len(df) == len(samples)
+    running = df[df["Step Count / 1"] == last]
+    assert set(running["Step Type"]) == {"unknown"}
+    assert running["Step Time / s"].iloc[0] == 0
+    assert running["Step Time / s"].is_monotonic_increasing
+    # its cycle's plating (a completed step) is still counted before it
+    assert running["Discharging Capacity / Ah"].min() == pytest.approx(0.5 * 1.13e-3, rel=0.01)
+    assert running["Charging Capacity / Ah"].max() == pytest.approx(0.5 * 1.13e-3, rel=0.02)
