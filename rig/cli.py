@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import io
 import json
-import math
 import os
 import sys
 import time
@@ -89,7 +88,11 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--db")
     show.add_argument("--json", action="store_true", help="the same as JSON")
     show.add_argument("--every", type=int, default=1, help="print every Nth cycle (and the last)")
+    show.add_argument("--channel", type=int, default=None, help="only this channel")
     show.set_defaults(func=cmd_show)
+    from rig.export.command import add_parser as add_export_parser  # rig export: its own module
+
+    add_export_parser(sub)
 
     for name, text in (("pause", "hold channels at open circuit (data keeps flowing)"),
                        ("abort", "output off; the channels end with reason 'aborted'")):
@@ -262,56 +265,24 @@ def _run_duration(r: dict[str, Any]) -> str:
 
 
 # ---- rig show -------------------------------------------------------------------------------
-def run_summary(db: Path, run: str) -> dict[str, Any]:
-    """Everything `rig show` prints, as plain data (also what --json prints)."""
-    from rig.analysis.cycles import per_cycle
-    from rig.store import (
-        StoreError,
-        get_channels,
-        get_events,
-        get_steps,
-        open_reader,
-        resolve_run,
-    )
+def run_summary(db: Path, run: str, channel: int | None = None) -> dict[str, Any]:
+    """Everything `rig show` prints, as plain data (also what --json prints; rig.show)."""
+    from rig.show import summarize
+    from rig.store import StoreError, open_reader, resolve_run
 
     if not db.exists():
         raise UsageError(f"{db} does not exist: no runs recorded there")
     with open_reader(db) as conn:
         try:
-            r = resolve_run(conn, run)
-        except StoreError as exc:
+            return summarize(conn, resolve_run(conn, run), channel)
+        except (StoreError, ValueError) as exc:
             raise UsageError(str(exc)) from None
-        run_key = r["key"]
-        channels = []
-        for ch in get_channels(conn, run_key):
-            cycles = per_cycle(get_steps(conn, run_key, ch["channel"]))
-            channels.append({
-                "channel": ch["channel"], "cell_id": ch["cell_id"], "cell_type": ch["cell_type"],
-                "area_cm2": ch["area_cm2"], "electrolyte": ch["electrolyte"],
-                "instrument": ch["instrument"], "status": ch["status"],
-                "end_reason": ch["end_reason"],
-                "outcome": json.loads(ch["outcome_json"]) if ch.get("outcome_json") else None,
-                "cycles": [_cycle_out(c) for c in cycles],
-            })
-        events = [e for e in get_events(conn, run_key) if e["level"] in ("warning", "alarm",
-                                                                          "error")]
-    return {"run": r["id"], "name": r["name"], "kind": r["kind"], "status": r["status"],
-            "end_reason": r["end_reason"], "started_at": r["started_at"],
-            "ended_at": r["ended_at"], "clock": r["clock"], "channels": channels,
-            "alarms": events}
-
-
-def _cycle_out(c: dict[str, Any]) -> dict[str, Any]:
-    def num(x: float, scale: float = 1.0, nd: int = 6) -> float | None:
-        return None if x is None or math.isnan(x) else round(x * scale, nd)
-    return {"cycle": c["cycle"], "plated_mAh": num(c["plated_C"], 1 / 3.6),
-            "stripped_mAh": num(c["stripped_C"], 1 / 3.6), "ce": num(c["ce"], 1, 6),
-            "eta_plate_mV": num(c["eta_plate_V"], 1e3, 3),
-            "eta_strip_mV": num(c["eta_strip_V"], 1e3, 3)}
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    summary = run_summary(_db_path(args.db), args.run)
+    from rig.show import channel_lines
+
+    summary = run_summary(_db_path(args.db), args.run, args.channel)
     if args.json:
         print(json.dumps(summary, indent=1))
         return EXIT_OK
@@ -326,15 +297,8 @@ def cmd_show(args: argparse.Namespace) -> int:
               f"{ch['end_reason'] or '-'}")
         if ch["outcome"]:
             print(f"  result: {outcome_text(ch['outcome'])}")
-        print(f"  {'cycle':>5} {'plated mAh':>11} {'stripped mAh':>13} {'CE %':>8} "
-              f"{'η plate mV':>11} {'η strip mV':>11}")
-        rows = ch["cycles"]
-        for k, c in enumerate(rows):
-            if args.every > 1 and (c["cycle"] % args.every) and k != len(rows) - 1 and k:
-                continue
-            print(f"  {c['cycle']:>5} {_f(c['plated_mAh'], 4):>11} {_f(c['stripped_mAh'], 4):>13} "
-                  f"{_f(c['ce'], 3, 100):>8} {_f(c['eta_plate_mV'], 1):>11} "
-                  f"{_f(c['eta_strip_mV'], 1):>11}")
+        for line in channel_lines(ch, args.every):
+            print(line)
     if summary["alarms"]:
         print()
         print("warnings and alarms:")
@@ -689,4 +653,8 @@ def cmd_sim_serve(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the imported module's main, so `python -m rig.cli` and the subcommands in other
+    # modules (rig.export.command) share one UsageError class
+    from rig.cli import main as _main
+
+    sys.exit(_main())

@@ -9,7 +9,11 @@ fragile, so:
   guess read off the spectrum itself (``initial_guess``) when that fails;
 - the two arcs are put in order after the fit: R1 is always the arc with the higher
   characteristic frequency, whatever the optimiser converged to;
-- nothing raises: a spectrum that cannot be fitted gives ``(None, reason)``.
+- nothing raises: a spectrum that cannot be fitted gives ``(None, reason)``;
+- a fit is trusted only if it is good and determined: its relative RMS misfit (``residual``) is
+  at most ``MAX_RESIDUAL`` and R_SEI and Rct are each known to ``MAX_RELATIVE_ERROR`` (one
+  standard error, from impedance.py's ``conf_``). A spectrum with one arc fits "well" with any
+  split of its resistance between two arcs; that is "fit failed", never a number.
 
 Example (a simulated glyme cell: R_SEI = 8 Ω·cm² / 1.13 cm²)::
 
@@ -39,12 +43,16 @@ PARAMETERS = ("rs_ohm", "r_sei_ohm", "cpe_sei_q", "cpe_sei_n", "rct_ohm", "cpe_d
               "cpe_dl_n", "warburg_sigma")
 MAX_RESIDUAL = 0.05  # relative RMS misfit above which a fit is not trusted
 MIN_POINTS = 10  # fewer points than this cannot pin 8 parameters
+MAX_RELATIVE_ERROR = 0.5  # R_SEI or Rct less certain than ±50 % (1 sigma): not determined
 
 
 @dataclass(frozen=True)
 class EisFit:
     """One fitted spectrum. CPE: Z = 1/(Q·(jω)^n), Q in F·s^(n−1); Warburg σ in Ω·s^−½;
-    ``residual``: relative RMS misfit, √mean(|Z_fit − Z|² / |Z|²)."""
+    ``residual``: relative RMS misfit, √mean(|Z_fit − Z|² / |Z|²); ``chi_square``: the reduced
+    chi-square of the modulus-weighted fit, Σ|Z_fit − Z|²/|Z|² / (2N − 8). ``*_err``: one
+    standard error of each parameter (impedance.py's ``conf_``, from the fit's covariance),
+    same unit as the parameter; None where the covariance could not be estimated."""
 
     rs_ohm: float
     r_sei_ohm: float
@@ -55,6 +63,16 @@ class EisFit:
     cpe_dl_n: float
     warburg_sigma: float
     residual: float
+    rs_ohm_err: float | None = None
+    r_sei_ohm_err: float | None = None
+    cpe_sei_q_err: float | None = None
+    cpe_sei_n_err: float | None = None
+    rct_ohm_err: float | None = None
+    cpe_dl_q_err: float | None = None
+    cpe_dl_n_err: float | None = None
+    warburg_sigma_err: float | None = None
+    chi_square: float | None = None
+    n_points: int | None = None
 
     @property
     def parameters(self) -> list[float]:
@@ -100,9 +118,12 @@ def initial_guess(f_Hz: np.ndarray, z: np.ndarray) -> list[float]:
     return [rs, r1, 1 / (r1 * w1), 0.85, r2, 1 / (r2 * w2), 0.8, sigma]
 
 
-def _ordered(p: Sequence[float]) -> list[float]:
-    """R1‖CPE1 is the higher-frequency arc: swap the arcs if the fit put them the other way."""
+def _ordered(p: Sequence[float], err: Sequence[float | None] | None = None
+             ) -> tuple[list[float], list[float | None]]:
+    """R1‖CPE1 is the higher-frequency arc: swap the arcs (and their errors) if the fit put
+    them the other way."""
     rs, r1, q1, n1, r2, q2, n2, sigma = p
+    e: list[float | None] = list(err) if err is not None else [None] * 8
 
     def log_f_char(r: float, q: float, n: float) -> float:
         """log of the arc's characteristic frequency, (R·Q)^(-1/n) / 2π (logs: no overflow)."""
@@ -110,7 +131,15 @@ def _ordered(p: Sequence[float]) -> list[float]:
 
     if log_f_char(r1, q1, n1) < log_f_char(r2, q2, n2):
         r1, q1, n1, r2, q2, n2 = r2, q2, n2, r1, q1, n1
-    return [rs, r1, q1, n1, r2, q2, n2, sigma]
+        e = [e[0], *e[4:7], *e[1:4], e[7]]
+    return [rs, r1, q1, n1, r2, q2, n2, sigma], e
+
+
+def _errors(circuit: Any) -> list[float | None]:
+    conf = getattr(circuit, "conf_", None)
+    if conf is None or len(conf) != len(PARAMETERS):
+        return [None] * len(PARAMETERS)
+    return [float(c) if math.isfinite(float(c)) else None for c in conf]
 
 
 def _fit_once(f: np.ndarray, z: np.ndarray, guess: Sequence[float]) -> tuple[EisFit | None, str]:
@@ -121,15 +150,32 @@ def _fit_once(f: np.ndarray, z: np.ndarray, guess: Sequence[float]) -> tuple[Eis
             circuit.fit(f, z, weight_by_modulus=True, maxfev=20000)
             z_fit = circuit.predict(f)
             p = [float(v) for v in circuit.parameters_]
-            residual = float(np.sqrt(np.mean(np.abs(z_fit - z) ** 2 / np.abs(z) ** 2)))
+            misfit = np.abs(z_fit - z) ** 2 / np.abs(z) ** 2
+            residual = float(np.sqrt(np.mean(misfit)))
+            dof = max(2 * len(z) - len(PARAMETERS), 1)
+            chi_square = float(np.sum(misfit) / dof)
     except (RuntimeError, ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
         return None, f"the fit did not converge ({type(exc).__name__}: {exc})"
     if not all(math.isfinite(v) for v in [*p, residual]):
         return None, "the fit gave non-finite parameters"
-    p = _ordered(p)
-    fit = EisFit(*p, residual=residual)
+    p, err = _ordered(p, _errors(circuit))
+    values: dict[str, Any] = dict(zip(PARAMETERS, p))
+    values.update({f"{name}_err": e for name, e in zip(PARAMETERS, err)})
+    fit = EisFit(**values, residual=residual, chi_square=chi_square, n_points=len(z))
     if residual > MAX_RESIDUAL:
         return None, f"the fit misses the data by {residual:.1%} RMS (more than {MAX_RESIDUAL:.0%})"
+    return _determined(fit)
+
+
+def _determined(fit: EisFit) -> tuple[EisFit | None, str]:
+    """The fit, or None and why, if R_SEI or Rct is not pinned down by the data."""
+    for name, label in (("r_sei_ohm", "R_SEI"), ("rct_ohm", "Rct")):
+        value, err = getattr(fit, name), getattr(fit, f"{name}_err")
+        if err is None:
+            return None, f"{label} has no uncertainty (the fit's covariance is singular)"
+        if value <= 0 or err > MAX_RELATIVE_ERROR * value:
+            return None, (f"{label} is not determined by the data ({value:.4g} ± {err:.2g} ohm, "
+                          f"more than ±{MAX_RELATIVE_ERROR:.0%}): e.g. only one arc")
     return fit, ""
 
 

@@ -39,7 +39,9 @@ the electrode, charges in mAh/cm² where domain.md speaks in them)::
   (glyme quiet, ~0.2 mV; carbonate several %), and Poisson spikes for carbonate.
 - Temperature: Arrhenius factors on i0, Rs and R_SEI; ``temperature_K`` is settable.
 - EIS: ``R0-p(R1,CPE1)-p(R2,CPE2)-W1`` (impedance.py notation) with the present Rs, R_SEI,
-  small-signal Rct = RT/(F·i0·A) per electrode, CPE (Q, n) and Warburg σ = R_diff/√(2·tau_diff).
+  small-signal Rct = RT/(F·i0·A) per electrode, CPE (Q, n) and Warburg σ = R_diff/√(2·tau_diff);
+  ``eis_noise_rel`` adds relative measurement noise, drawn from a generator of its own (seeded
+  from the cell's seed), so noisy spectra leave the potential trace unchanged.
 
 Same seed, same calls => identical traces (one ``random.Random(seed)``). ``apply_current`` is the
 hot path (~10⁶ calls per run): pure ``math``/``random``, no numpy.
@@ -144,6 +146,8 @@ class Electrolyte:
     cpe_sei_n: float = 0.88
     cpe_dl_Q_cm2: float = 5e-5
     cpe_dl_n: float = 0.8
+    # EIS measurement noise: Z·(1 + eis_noise_rel·(g1 + j·g2)), g Gaussian (0.005 = 0.5 %).
+    eis_noise_rel: float = 0.0
 
     def __post_init__(self) -> None:
         if self.short_kind not in ("soft", "hard"):
@@ -244,7 +248,7 @@ class NaCell:
         *_STATE, "_el", "_sub", "_area", "_per_C", "_rng", "_cell_type", "_T", "_b", "_i0",
         "_rs", "_sei_scale", "_r_diff", "_short", "_short_t0", "_recover_at", "_forced",
         "_ou", "_last_dt", "_k_diff", "_k_spike", "_k_noise", "_g_noise",
-        "_bv_i", "_bv_eta", "_hz_i", "_hz_k",
+        "_bv_i", "_bv_eta", "_hz_i", "_hz_k", "_eis_rng",
     )
 
     def __init__(self, cell_type: str, area_cm2: float, electrolyte: Electrolyte, seed: int = 0,
@@ -257,6 +261,7 @@ class NaCell:
         self._cell_type, self._area = cell_type, float(area_cm2)
         self._per_C = 1.0 / (C_PER_MAH * self._area)  # C -> mAh/cm²
         self._rng = random.Random(seed)
+        self._eis_rng = np.random.default_rng(seed)
         self._inv = None if self._sub is None else float(na_inventory_C or 0.0)
         self._t = self._t_rest = self._rest_term = self._q = 0.0
         self._charge_C = self._dead_C = self._gas = self._depth = 0.0
@@ -387,6 +392,9 @@ class NaCell:
         if self._short:
             r_short = self._shunt_ohm()
             z = z * r_short / (z + r_short)
+        if el.eis_noise_rel:
+            g = self._eis_rng.standard_normal((2, z.size))
+            z = z * (1.0 + el.eis_noise_rel * (g[0] + 1j * g[1]))
         return z
 
     # ----- state evolution (deterministic) ---------------------------------------------------
