@@ -54,7 +54,7 @@ def _legend(ax: Axes, **kw: Any) -> None:
         ax.legend(fontsize="small", framealpha=0.85, **kw)
 
 
-def _log_if_wide(ax: Axes, values: Sequence[float], ratio: float = 15.0) -> None:
+def _log_if_wide(ax: Axes, values: Sequence[float], ratio: float = 5.0) -> None:
     """Log scale when positive values span more than ``ratio`` (a glyme's 20 mV and a
     carbonate's 300 mV on one axis)."""
     v = [x for x in values if x is not None and math.isfinite(x) and x > 0]
@@ -243,7 +243,7 @@ def nyquist(ctx: RunContext, ch: Channel, fitted: list[eis_mod.Sweep]) -> Figure
             f = np.logspace(np.log10(s.f_Hz.max()), np.log10(s.f_Hz.min()), 200)
             zf = eis_mod.circuit_impedance(s.fit.parameters, f)
             ax.plot(zf.real, -zf.imag, "-", lw=1.0, color=color)
-    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_aspect("equal", adjustable="datalim")  # arcs look like arcs
     ax.set_xlabel("Z′ / Ω")
     ax.set_ylabel("−Z″ / Ω")
     n_fail = sum(s.fit is None for s in fitted)
@@ -253,7 +253,7 @@ def nyquist(ctx: RunContext, ch: Channel, fitted: list[eis_mod.Sweep]) -> Figure
     bar.set_label("time since start / h")
     ax.legend([Line2D([], [], ls="none", marker="o", mfc="none", color="0.3"),
                Line2D([], [], color="0.3")], ["measured", "fit R0-p(R1,CPE1)-p(R2,CPE2)-W1"],
-              fontsize="small", loc="upper left")
+              fontsize="small", loc="lower center")  # inside the arcs: empty
     return fig
 
 
@@ -277,7 +277,7 @@ def resistances_time(ctx: RunContext, fitted: dict[int, list[eis_mod.Sweep]]) ->
             values += y
         _log_if_wide(ax, values)
         ax.set_ylabel(f"{what} / Ω")
-        _legend(ax, loc="best")
+    _legend(axes[0], loc="best")
     axes[0].set_title("interphase (R_SEI) and charge-transfer (Rct) resistance, ±1 s.e. of the fit")
     axes[1].set_xlabel("time since start / h")
     return fig
@@ -320,17 +320,17 @@ def gas(ctx: RunContext) -> Figure:
             ax.plot([1], [umol[cycles.index(1)]], marker="*", ms=13, color=_color(ctx, ch),
                     mec="k", ls="none")
     ax.axvspan(0.5, 1.5, color="0.85", lw=0, zorder=0)
-    ax.annotate("cycle 1 (SEI formation)", xy=(1.0, 1.0), xycoords=("data", "axes fraction"),
-                xytext=(4, -4), textcoords="offset points", ha="left", va="top",
-                fontsize="small")
+    ax.annotate("cycle 1\n(SEI formation)", xy=(1.0, 0.03), xycoords=("data", "axes fraction"),
+                ha="center", va="bottom", fontsize="small")
     ax.axhline(0, color="0.6", lw=0.5)
     ax.set_xlabel("cycle")
     ax.set_ylabel("gas per cycle / µmol")
     right = ax.secondary_yaxis("right", functions=(lambda x: x * STP_UL_PER_UMOL,
                                                    lambda x: x / STP_UL_PER_UMOL))
     right.set_ylabel("gas per cycle / µL at STP")
+    ax.set_xlim(left=0.5)
     ax.set_title("gas evolved per cycle, n = PV/RT with the measured T")
-    _legend(ax, loc="center right")
+    _legend(ax, loc="upper right")
     return fig
 
 

@@ -78,7 +78,7 @@ def _cycle_table(ch: Channel) -> list[str]:
 
 
 def _eis_table(ctx: RunContext, sweeps: list[Sweep]) -> list[str]:
-    lines = ["| sweep | t h | Rs Ω | R_SEI Ω | Rct Ω | misfit % | |", "|---:|---:|---:|---:|---:|---:|:--|"]
+    lines = ["| sweep | t h | Rs Ω | R_SEI Ω | Rct Ω | misfit % | note |", "|---:|---:|---:|---:|---:|---:|:--|"]
     for s in sweeps:
         t_h = _num(float(ctx.hours(s.t)), 2)
         if s.fit is None:
