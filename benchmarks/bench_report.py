@@ -168,7 +168,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=10_000_000)
     ap.add_argument("--channels", type=int, default=4)
-    ap.add_argument("--db", type=Path, default=Path(tempfile.gettempdir()) / "narig-bench-report.db")
+    ap.add_argument("--db", type=Path,
+                    default=Path(tempfile.gettempdir()) / "narig-bench-report.db")
     ap.add_argument("--out", type=Path, default=None, help="report directory (default: temp)")
     args = ap.parse_args()
 
@@ -183,7 +184,7 @@ def main() -> None:
     else:
         print(f"reusing {args.db} (run {RUN_NAME}-{args.samples})")
 
-    from rig.report import build_report
+    from rig.report.build import build_report
 
     dt_scan, (n, emax) = timed(baseline_scan, args.db, key)
     print(f"baseline  SQL scan of every sample (count, max |E|): {dt_scan:6.2f} s  "

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +58,11 @@ def _plan(ctx: RunContext, cycles: Sequence[int] | None,
     for ch in ctx.channels:
         plan.append(("Potential", f"channel {ch.number} ({ch.cell_id}): E vs time, whole run",
                      f"potential_time_ch{ch.number}.png",
-                     lambda ch=ch: figs.potential_time(ctx, ch)))
+                     partial(figs.potential_time, ctx, ch)))
     for ch in ctx.channels:
         plan.append(("Potential", f"channel {ch.number} ({ch.cell_id}): selected cycles",
                      f"cycles_ch{ch.number}.png",
-                     lambda ch=ch: figs.cycles_overlay(ctx, ch, cycles)))
+                     partial(figs.cycles_overlay, ctx, ch, cycles)))
     plan.append(("Per cycle", "overpotential vs cycle", "overpotential.png",
                  lambda: figs.overpotential(ctx)))
     plan.append(("Per cycle", "Coulombic efficiency vs cycle", "coulombic_efficiency.png",
@@ -70,7 +71,7 @@ def _plan(ctx: RunContext, cycles: Sequence[int] | None,
         for ch in ctx.channels:
             plan.append(("Critical current density",
                          f"channel {ch.number} ({ch.cell_id}): current-density ladder",
-                         f"ccd_ladder_ch{ch.number}.png", lambda ch=ch: figs.ccd_ladder(ctx, ch)))
+                         f"ccd_ladder_ch{ch.number}.png", partial(figs.ccd_ladder, ctx, ch)))
     else:
         plan.append(("Critical current density", "current-density ladder", "",
                      _skip("not a critical-current-density run")))
@@ -79,7 +80,7 @@ def _plan(ctx: RunContext, cycles: Sequence[int] | None,
             if ch.number in fitted:
                 plan.append(("Impedance", f"channel {ch.number} ({ch.cell_id}): Nyquist",
                              f"nyquist_ch{ch.number}.png",
-                             lambda ch=ch: figs.nyquist(ctx, ch, fitted[ch.number])))
+                             partial(figs.nyquist, ctx, ch, fitted[ch.number])))
     else:
         plan.append(("Impedance", "Nyquist plots", "", _skip("no EIS sweeps")))
     plan.append(("Impedance", "R_SEI and Rct vs time", "resistances_time.png",

@@ -23,6 +23,7 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import LogFormatter  # noqa: E402
 
 from rig.analysis.gas import STP_UL_PER_UMOL, cycle_bounds, gas_per_cycle  # noqa: E402
 from rig.report import eis as eis_mod  # noqa: E402
@@ -60,6 +61,8 @@ def _log_if_wide(ax: Axes, values: Sequence[float], ratio: float = 5.0) -> None:
     v = [x for x in values if x is not None and math.isfinite(x) and x > 0]
     if v and max(v) / min(v) > ratio:
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(LogFormatter())  # 200, not 2 x 10^2
+        ax.yaxis.set_minor_formatter(LogFormatter(minor_thresholds=(2, 0.5)))
 
 
 def _title(ch: Channel) -> str:
@@ -146,7 +149,7 @@ def cycles_overlay(ctx: RunContext, ch: Channel, wanted: Sequence[int] | None = 
     fig, (ax,) = _figure()
     for k, c in enumerate(picks):
         a, b = bounds[c]
-        data = window(ctx.conn, ctx.key, ch.number, a, b, ("t", "e"))
+        data = window(ctx.conn, ctx.key, ch.number, a, b, ("t", "e"), cycle=c)
         if len(data) == 0:
             continue
         color = cmap(k / max(len(picks) - 1, 1) * 0.9)
@@ -278,7 +281,8 @@ def resistances_time(ctx: RunContext, fitted: dict[int, list[eis_mod.Sweep]]) ->
         _log_if_wide(ax, values)
         ax.set_ylabel(f"{what} / Ω")
     _legend(axes[0], loc="best")
-    axes[0].set_title("interphase (R_SEI) and charge-transfer (Rct) resistance, ±1 s.e. of the fit")
+    axes[0].set_title("interphase (R_SEI) and charge-transfer (Rct) resistance, "
+                      "±1 s.e. of the fit")
     axes[1].set_xlabel("time since start / h")
     return fig
 
@@ -301,7 +305,16 @@ def gas_rows(ctx: RunContext, ch: Channel) -> list[dict[str, Any]]:
     if p is None or temp is None or not bounds or len(p[0]) < 2:
         return []
     t_k = np.interp(p[0], temp[0], temp[1])
-    return list(gas_per_cycle(p[0], p[1], t_k, bounds, float(headspace))["cycles"])
+    result = gas_per_cycle(p[0].tolist(), p[1].tolist(), t_k.tolist(), bounds, float(headspace))
+    return list(result["cycles"])
+
+
+def _to_ul(umol: Any) -> Any:
+    return np.asarray(umol) * STP_UL_PER_UMOL
+
+
+def _to_umol(ul: Any) -> Any:
+    return np.asarray(ul) / STP_UL_PER_UMOL
 
 
 def gas(ctx: RunContext) -> Figure:
@@ -325,8 +338,7 @@ def gas(ctx: RunContext) -> Figure:
     ax.axhline(0, color="0.6", lw=0.5)
     ax.set_xlabel("cycle")
     ax.set_ylabel("gas per cycle / µmol")
-    right = ax.secondary_yaxis("right", functions=(lambda x: x * STP_UL_PER_UMOL,
-                                                   lambda x: x / STP_UL_PER_UMOL))
+    right = ax.secondary_yaxis("right", functions=(_to_ul, _to_umol))
     right.set_ylabel("gas per cycle / µL at STP")
     ax.set_xlim(left=0.5)
     ax.set_title("gas evolved per cycle, n = PV/RT with the measured T")

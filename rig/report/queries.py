@@ -29,16 +29,19 @@ def _columns(columns: Sequence[str]) -> str:
 
 def sample_chunks(conn: sqlite3.Connection, run_key: int, channel: int,
                   columns: Sequence[str] = ("t", "e", "i"), t_from: float | None = None,
-                  t_to: float | None = None, chunk_rows: int = CHUNK_ROWS
-                  ) -> Iterator[np.ndarray]:
+                  t_to: float | None = None, chunk_rows: int = CHUNK_ROWS,
+                  cycle: int | None = None) -> Iterator[np.ndarray]:
     """One channel's samples in time order, ``chunk_rows`` at a time, as float arrays of shape
-    ``(n, len(columns))``: a run of any length is read in bounded memory."""
+    ``(n, len(columns))``: a run of any length is read in bounded memory. ``cycle``: only the
+    samples recorded in that cycle."""
     sql = f"SELECT {_columns(columns)} FROM samples WHERE run_key = ? AND channel = ?"
     params: tuple[Any, ...] = (run_key, channel)
     if t_from is not None:
         sql, params = sql + " AND t >= ?", params + (t_from,)
     if t_to is not None:
         sql, params = sql + " AND t <= ?", params + (t_to,)
+    if cycle is not None:
+        sql, params = sql + " AND cycle = ?", params + (cycle,)
     cur = conn.execute(sql + " ORDER BY t", params)
     try:
         while True:
@@ -82,13 +85,15 @@ def decimated_series(conn: sqlite3.Connection, run_key: int, channel: int,
 
 
 def window(conn: sqlite3.Connection, run_key: int, channel: int, t_from: float, t_to: float,
-           columns: Sequence[str] = ("t", "e", "i"), max_rows: int = 200_000) -> np.ndarray:
-    """Samples of one time window at full resolution (a cycle for the overlay), decimated when
-    the window alone holds more than ``max_rows``."""
+           columns: Sequence[str] = ("t", "e", "i"), max_rows: int = 200_000,
+           cycle: int | None = None) -> np.ndarray:
+    """Samples of one time window (of one ``cycle``, if given) at full resolution (a cycle for
+    the overlay), decimated when the window alone holds more than ``max_rows``."""
     n = conn.execute("SELECT count(*) FROM samples WHERE run_key = ? AND channel = ? AND "
                      "t >= ? AND t <= ?", (run_key, channel, t_from, t_to)).fetchone()[0]
     if n <= max_rows:
-        parts = list(sample_chunks(conn, run_key, channel, columns, t_from, t_to))
+        parts = list(sample_chunks(conn, run_key, channel, columns, t_from, t_to,
+                                   cycle=cycle))
         return np.vstack(parts) if parts else np.empty((0, len(columns)))
     rest = [c for c in columns if c != "t"]
     series = decimated_series(conn, run_key, channel, rest, max_rows // 4, t_from, t_to)

@@ -44,7 +44,7 @@ def _cycle_table(ch: Channel) -> list[str]:
     rows = ch.cycles
     if not rows:
         return ["No plating/stripping cycles."]
-    durations = {}
+    durations: dict[int, float] = {}
     for s in ch.steps:
         if s.get("half_cycle") in ("plate", "strip") and s.get("t_end") is not None:
             durations[s["cycle"]] = durations.get(s["cycle"], 0.0) + s["t_end"] - s["t_start"]
@@ -78,11 +78,13 @@ def _cycle_table(ch: Channel) -> list[str]:
 
 
 def _eis_table(ctx: RunContext, sweeps: list[Sweep]) -> list[str]:
-    lines = ["| sweep | t h | Rs Ω | R_SEI Ω | Rct Ω | misfit % | note |", "|---:|---:|---:|---:|---:|---:|:--|"]
+    lines = ["| sweep | t h | Rs Ω | R_SEI Ω | Rct Ω | misfit % | note |",
+             "|---:|---:|---:|---:|---:|---:|:--|"]
     for s in sweeps:
         t_h = _num(float(ctx.hours(s.t)), 2)
         if s.fit is None:
-            lines.append(f"| {s.sweep} | {t_h} | – | – | – | – | fit failed: {_cell(s.reason)} |")
+            lines.append(f"| {s.sweep} | {t_h} | – | – | – | – | "
+                         f"fit failed: {_cell(s.reason)} |")
             continue
 
         def pm(v: float, e: float | None) -> str:
