@@ -384,14 +384,20 @@ def atmosphere(ctx: RunContext) -> Figure:
         raise Skip("no glovebox O2/H2O readings")
     fig, (ax,) = _figure()
     limits = ctx.station.get("interlocks") or {}
+    drawn: dict[float, list[str]] = {}  # threshold -> species (one line when they are equal)
     for series, name, color, limit in ((o2, "O2", "tab:blue", limits.get("o2_max_ppm")),
                                        (h2o, "H2O", "tab:green", limits.get("h2o_max_ppm"))):
         for sensor, (t, v) in sorted(series.items()):
             ax.plot(ctx.hours(t), v, lw=1.0, color=color, label=f"{name} ({sensor})")
         if series and limit:
-            ax.axhline(limit, color=color, ls="--", lw=0.8, label=f"{name} hold threshold")
+            drawn.setdefault(float(limit), []).append(name)
+    for limit, names in drawn.items():
+        ax.axhline(limit, color="0.3", ls="--", lw=0.8,
+                   label=f"{', '.join(names)} hold threshold {limit:g} ppm")
     _shade_holds(ctx, ax)
-    alarms = [e for e in ctx.events if e["level"] == "alarm" and e["channel"] is None]
+    # other station-wide alarms (an interlock hold is already shaded)
+    alarms = [e for e in ctx.events if e["level"] == "alarm" and e["channel"] is None
+              and not e["kind"].startswith("interlock")]
     for k, e in enumerate(alarms):
         ax.axvline(float(ctx.hours(e["t"])), color="tab:red", lw=0.8, ls=":",
                    label="alarm" if k == 0 else None)
@@ -422,14 +428,13 @@ def ccd_ladder(ctx: RunContext, ch: Channel) -> Figure:
     ax_e.axhline(0, color="0.6", lw=0.5)
     fails = _channel_events(ctx, ch, SHORT_KINDS)
     o = ch.outcome or {}
-    for ax in (ax_j, ax_e):
-        _mark_events(ctx, ax, fails, label=ax is ax_e)
-    if fails:
+    for k, e in enumerate(fails):
         at = o.get("failing_mA_cm2")
-        text = fails[0]["kind"].replace("_", " ") + (f" at {at:g} mA/cm²" if at else "")
-        ax_e.annotate(text, xy=(float(ctx.hours(fails[0]["t"])), 0.0), xytext=(-8, 12),
-                      textcoords="offset points", ha="right", color="red", fontsize="small",
-                      arrowprops={"arrowstyle": "->", "color": "red"})
+        h = float(ctx.hours(e["t"]))
+        text = (e["kind"].replace("_", " ") + (f" at {at:g} mA/cm²" if at and k == 0 else "")
+                + f", {h:.2f} h")
+        for ax in (ax_j, ax_e):
+            ax.axvline(h, color="red", lw=1.0, ls="--", label=text if ax is ax_e else None)
     ax_j.set_ylabel("current density / mA cm⁻²")
     ax_e.set_ylabel("E (WE vs CE) / V")
     ax_e.set_xlabel("time since start / h")
