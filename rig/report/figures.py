@@ -65,6 +65,13 @@ def _log_if_wide(ax: Axes, values: Sequence[float], ratio: float = 5.0) -> None:
         ax.yaxis.set_minor_formatter(LogFormatter(minor_thresholds=(2, 0.5)))
 
 
+def _volts(e: Any) -> tuple[float, str]:
+    """Scale and unit for potentials: mV when every |E| is below 0.1 V (a cell at rest)."""
+    e = np.asarray(e, dtype=float)
+    small = e.size > 0 and float(np.nanmax(np.abs(e))) < 0.1
+    return (1e3, "mV") if small else (1.0, "V")
+
+
 def _title(ch: Channel) -> str:
     return f"channel {ch.number} · {ch.label}"
 
@@ -101,14 +108,15 @@ def potential_time(ctx: RunContext, ch: Channel) -> Figure:
     if len(t) == 0:
         raise Skip("no samples recorded")
     fig, (ax,) = _figure()
-    ax.plot(ctx.hours(t), e, lw=0.6, color=_color(ctx, ch))
+    scale, unit = _volts(e)
+    ax.plot(ctx.hours(t), e * scale, lw=0.6, color=_color(ctx, ch))
     _shade_holds(ctx, ax, ch)
     _mark_events(ctx, ax, _channel_events(ctx, ch, SHORT_KINDS))
     ax.axhline(0, color="0.6", lw=0.5)
     ax.set_xlabel("time since start / h")
-    ax.set_ylabel("E (WE vs CE) / V")
+    ax.set_ylabel(f"E (WE vs CE) / {unit}")
     ax.set_title(_title(ch))
-    _legend(ax, loc="upper right")
+    _legend(ax, loc="best")
     return fig
 
 
@@ -221,11 +229,13 @@ def coulombic_efficiency(ctx: RunContext) -> Figure:
                 ax.plot([0], [formation * 100], marker="s", ms=6, color=color, ls="none",
                         label=f"{ch.label}: formation (cycle 0) {formation * 100:.2f} %")
     last = max((r["cycle"] for ch, _, _ in lines for r in ch.cycles), default=1)
-    ax.set_xlim(-0.5, last + 0.5)
+    formation = any((ch.outcome or {}).get("formation_ce") is not None and res is not None
+                    for ch, _, res in lines)
+    ax.set_xlim(-0.5 if formation else 0.5, last + 0.5)
     ax.set_xlabel("cycle")
     ax.set_ylabel("Coulombic efficiency / %")
-    ax.set_title("Coulombic efficiency (strip to the cutoff / plated)")
-    _legend(ax, loc="lower right")
+    ax.set_title("Coulombic efficiency: charge stripped to the cutoff / charge plated")
+    _legend(ax, loc="best")
     return fig
 
 
