@@ -438,10 +438,10 @@ def ccd_ladder(ctx: RunContext, ch: Channel) -> Figure:
     ax_e.axhline(0, color="0.6", lw=0.5)
     fails = _channel_events(ctx, ch, SHORT_KINDS)
     o = ch.outcome or {}
-    for k, e in enumerate(fails):
+    for k, event in enumerate(fails):
         at = o.get("failing_mA_cm2")
-        h = float(ctx.hours(e["t"]))
-        text = (e["kind"].replace("_", " ") + (f" at {at:g} mA/cm²" if at and k == 0 else "")
+        h = float(ctx.hours(event["t"]))
+        text = (event["kind"].replace("_", " ") + (f" at {at:g} mA/cm²" if at and k == 0 else "")
                 + f", {h:.2f} h")
         for ax in (ax_j, ax_e):
             ax.axvline(h, color="red", lw=1.0, ls="--", label=text if ax is ax_e else None)

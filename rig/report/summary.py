@@ -120,7 +120,7 @@ def write_summary(ctx: RunContext, report: Report, fitted: dict[int, list[Sweep]
         row = ch.row
         out.append(f"| {ch.number} | {_cell(ch.cell_id)} | {_cell(row.get('cell_type'))} | "
                    f"{_num(row.get('area_cm2'), 2)} | {_cell(row.get('electrolyte'))} | "
-                   f"{_cell(row.get('instrument'))} | {_cell(row.get('status'))} | "
+                   f"{_cell(str(row.get('instrument') or '').split(' on ')[0])} | {_cell(row.get('status'))} | "
                    f"{_cell(row.get('end_reason'))} | {_cell(_outcome(ch))} |")
     alarms = [e for e in ctx.events if e["level"] in ("alarm", "error")]
     if alarms:
