@@ -67,6 +67,17 @@ record_interval = "10 s"
 min_potential = "-1 V"
 max_potential = "3 V"
 """ + cells("CU", "na_cu"),
+    "coulombic_efficiency_reservoir": """
+kind = "coulombic_efficiency"
+name = "report: reservoir CE"
+method = "reservoir"
+cycles = 3
+current_density = "1 mA/cm^2"
+cycle_capacity = "0.25 mAh/cm^2"
+reservoir_capacity = "1 mAh/cm^2"
+formation_capacity = "1 mAh/cm^2"
+record_interval = "10 s"
+""" + cells("RES", "na_cu"),
     "critical_current_density": """
 kind = "critical_current_density"
 name = "report: CCD"
@@ -100,6 +111,7 @@ CYCLING = ["cycles_ch0.png", "cycles_ch1.png", "overpotential.png"]
 EXPECTED = {
     "plating_stripping": COMMON + CYCLING,
     "coulombic_efficiency": COMMON + CYCLING + ["coulombic_efficiency.png"],
+    "coulombic_efficiency_reservoir": COMMON + CYCLING + ["coulombic_efficiency.png"],
     "critical_current_density": COMMON + CYCLING + ["ccd_ladder_ch0.png", "ccd_ladder_ch1.png"],
     "ocv_impedance": COMMON + ["nyquist_ch0.png", "nyquist_ch1.png", "resistances_time.png"],
     "gas_evolution": COMMON + CYCLING + ["gas_per_cycle.png", "pressure_temperature.png"],
@@ -190,6 +202,22 @@ def test_the_na_cu_run_lists_ce_per_cycle(reports):
     assert "| CE % |" in text
     rows = re.findall(r"^\| 3 \| [\d.]+ \| [\d.]+ \| ([\d.]+) \|", text, re.M)
     assert rows and all(90 < float(ce) <= 100.5 for ce in rows)
+
+
+def test_the_reservoir_method_shows_its_ce_and_formation_not_a_per_cycle_100_percent(reports):
+    db, report = reports("coulombic_efficiency_reservoir")
+    ctx = context(db)
+    ax = figs.coulombic_efficiency(ctx).axes[0]
+    labels = [ln.get_label() for ln in ax.lines]
+    for ch in ctx.channels:
+        o = ch.outcome
+        if o["ce"] is not None:
+            assert f"{ch.label}: reservoir method {o['ce'] * 100:.2f} %" in labels
+        # the cycles pass a fixed charge both ways: no per-cycle CE line for them
+        assert ch.label not in labels
+    assert any("reservoir method" in label for label in labels)
+    text = report.summary.read_text(encoding="utf-8")
+    assert "| CE % |" not in text and "the reservoir-method CE is the channel's outcome" in text
 
 
 def test_the_ccd_ladder_marks_the_short_where_it_happened(reports):

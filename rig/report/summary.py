@@ -56,10 +56,12 @@ def _cycle_table(ch: Channel) -> list[str]:
         lines += [f"Every {every}th cycle of {len(rows)} and the last (all of them: "
                   "`rig show RUN --json`).", ""]
     if not ce_any:
-        lines += ["CE is not listed: each half-cycle passed a fixed charge (" + (
-            "a symmetric cell" if ch.row.get("cell_type") == "symmetric"
-            else "no strip ran to a potential cutoff") + "), so it would be 100 % by "
-            "construction.", ""]
+        why = ("a symmetric cell" if ch.row.get("cell_type") == "symmetric"
+               else "no strip ran to a potential cutoff")
+        lines += [f"CE is not listed: each half-cycle passed a fixed charge ({why}), so it "
+                  "would be 100 % by construction"
+                  + ("; the reservoir-method CE is the channel's outcome above."
+                     if (ch.outcome or {}).get("outcome") == "reservoir_ce" else "."), ""]
     head = ["cycle", "plated mAh", "stripped mAh"] + (["CE %"] if ce_any else []) + [
         "η plate mV", "η strip mV", "η plate end mV", "η strip end mV", "time h"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
