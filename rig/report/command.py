@@ -18,7 +18,8 @@ def add_parser(sub: Any) -> None:
         "figures linked) into DIR. Figures the run has no data for are listed in the summary "
         "with the reason.")
     p.add_argument("run", help="run id, a unique prefix of one, or 'latest'")
-    p.add_argument("--out", required=True, help="directory to write into (created if missing)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="directory to write into (created if missing)")
     p.add_argument("--db", help="store file (default: the user data dir, or $NARIG_DB)")
     p.add_argument("--cycles", help="cycles to overlay, e.g. 1,10,100 (default: the first, "
                    "three in between, the last)")
