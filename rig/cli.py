@@ -128,6 +128,9 @@ def _parser() -> argparse.ArgumentParser:
                           help="print the JSON Schema of protocol files (for editors)")
     validate.set_defaults(func=cmd_validate)
     _station_parsers(sub)
+    from rig.report.command import add_parser as add_report
+
+    add_report(sub)
     return p
 
 
