@@ -141,7 +141,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rig.clock import make_clock
     from rig.console import RunConsole
     from rig.engine.run import execute
-    from rig.station import StationError, load_station, simulated_station
+    from rig.sim.station import simulated_station
+    from rig.station import StationError, load_station
     from rig.store import RunWriter
     from rig.validate import check_ranges
 
@@ -431,7 +432,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
         take_over,
     )
     from rig.engine.run import HEARTBEAT_STALE_S
-    from rig.station import StationError, load_station, simulated_station
+    from rig.sim.station import simulated_station
+    from rig.station import StationError, load_station
     from rig.store import RunWriter, StoreError, open_reader, resolve_run
 
     db = _db_path(args.db)
@@ -574,14 +576,8 @@ def _quiet_pymodbus() -> None:
 
 def cmd_station_check(args: argparse.Namespace) -> int:
     from rig.clock import RealClock
-    from rig.station import (
-        DUMMY_KEITHLEY_CHANNELS,
-        StationError,
-        check_station,
-        dummy_plan,
-        format_check,
-        read_station_file,
-    )
+    from rig.sim.station import DUMMY_KEITHLEY_CHANNELS, dummy_plan
+    from rig.station import StationError, check_station, format_check, read_station_file
 
     _quiet_pymodbus()
     clock = RealClock()
@@ -619,7 +615,8 @@ def cmd_sim_serve(args: argparse.Namespace) -> int:
 
     from rig.clock import RealClock, make_clock
     from rig.sim.serve import builtin_station_data, serve
-    from rig.station import DUMMY_KEITHLEY_CHANNELS, StationError, dummy_plan, parse_station
+    from rig.sim.station import DUMMY_KEITHLEY_CHANNELS, dummy_plan
+    from rig.station import StationError, parse_station
 
     _quiet_pymodbus()
     try:
