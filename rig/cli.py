@@ -143,7 +143,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rig.engine.run import execute
     from rig.sim.station import simulated_station
     from rig.station import StationError, load_station
-    from rig.store import RunWriter
+    from rig.store import RunWriter, new_run_id
     from rig.validate import check_ranges
 
     loaded = _load(args.protocol)
@@ -151,8 +151,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         clock = make_clock(args.clock, simulated=args.station is None)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    try:
-        station = (load_station(args.station, clock) if args.station
+    run_id = new_run_id(time.time())
+    channels = [cp.cell.channel for cp in loaded.plan.channels]
+    try:  # a station file's instruments are locked for this run (a built-in one is its own)
+        station = (load_station(args.station, clock, channels=channels, run_id=run_id)
+                   if args.station
                    else simulated_station(loaded.plan, clock, seed=args.seed,
                                           keithley_channels=args.keithley))
     except StationError as exc:
@@ -171,7 +174,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     def engine(progress: Any) -> Any:
         return asyncio.run(execute(
             loaded.plan, station=station, clock=clock, writer=writer,
-            protocol_text=loaded.text, protocol_path=str(loaded.path), progress=progress))
+            protocol_text=loaded.text, protocol_path=str(loaded.path), progress=progress,
+            run_id=run_id))
 
     try:
         if _monitor_wanted(args):
@@ -469,7 +473,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     try:
         station = (simulated_station(plan, clock, seed=station_desc.get("seed") or 0)
                    if station_desc.get("simulated") and not args.station
-                   else load_station(station_file, clock))
+                   else load_station(station_file, clock, run_id=run["id"],
+                                     channels=[cp.cell.channel for cp in plan.channels]))
     except StationError as exc:
         raise UsageError(str(exc)) from None
     console = RunConsole()

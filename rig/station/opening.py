@@ -20,6 +20,7 @@ from drivers.base import InstrumentError, Potentiostat, Ranges
 from rig.clock import RealClock, VirtualClock
 from rig.engine.interlocks import AtmosphereLimits as Interlocks
 from rig.engine.link import Link
+from rig.station.lock import lock_station
 from rig.station.schema import (
     AtmosphereEntry,
     EmStat4Entry,
@@ -30,6 +31,7 @@ from rig.station.schema import (
     StationFile,
     address_of,
     read_station_file,
+    sensor_wanted,
 )
 
 Clock = RealClock | VirtualClock
@@ -236,21 +238,36 @@ def open_station(config: StationFile, clock: Clock, *, source: str | None = None
     return station
 
 
-def sensor_wanted(entry: AtmosphereEntry | PressureEntry, channels: Collection[int] | None
-                  ) -> bool:
-    """Whether a run on ``channels`` (None: all) reads this sensor: every station-wide sensor,
-    and the gas holders of its own channels."""
-    channel = entry.channel if isinstance(entry, PressureEntry) else None
-    return channels is None or channel is None or channel in channels
-
-
 def load_station(path: str | Path, clock: Clock | None = None, *,
-                 channels: Collection[int] | None = None) -> Station:
+                 channels: Collection[int] | None = None, run_id: str | None = None) -> Station:
     """A station file, validated and opened (only ``channels``, if given: see open_station).
     ``clock`` stamps readings of drivers that take one (the Keithley); default a RealClock.
+    With ``run_id``, what the run uses is locked for it first (rig.station.lock: refused with
+    InstrumentInUse if a live run holds any of it) and released when the station closes.
     Raises StationError."""
     config = read_station_file(path)
-    station = open_station(config, clock if clock is not None else RealClock(),
-                           source=str(path), channels=channels)
+    locks = lock_station(config, channels, run_id, source=str(path)) if run_id else None
+    try:
+        station = open_station(config, clock if clock is not None else RealClock(),
+                               source=str(path), channels=channels)
+    except BaseException:
+        if locks is not None:
+            locks.release()
+        raise
+    if locks is not None:
+        station.closers.append(locks.release)  # after the outputs are off
+        _switch_off_what_a_dead_holder_left(station, str(path))
     station.source = str(Path(path).resolve())
     return station
+
+
+def _switch_off_what_a_dead_holder_left(station: Station, source: str) -> None:
+    """A free lock means any earlier holder is dead, and its engine may have left a script
+    running or an output on (a crash, SIGKILL): switch each channel off before the run starts."""
+    for n, hw in station.channels.items():
+        try:
+            hw.link.call_blocking(hw.driver.output_off)
+        except (InstrumentError, OSError, TimeoutError) as exc:
+            station.close()
+            raise StationError(f"{source}: channel {n} ({hw.instrument}): cannot switch its "
+                               f"output off before the run: {exc}") from None

@@ -13,7 +13,7 @@ import json
 import math
 import re
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -333,6 +333,14 @@ def connection_key(entry: Any) -> tuple[Any, ...]:
             return ("tcp", entry.host.lower(), entry.port, entry.map.device_id)
         return ("serial", entry.serial_port)
     return ("serial", entry.port)
+
+
+def sensor_wanted(entry: AtmosphereEntry | PressureEntry, channels: Collection[int] | None
+                  ) -> bool:
+    """Whether a run on ``channels`` (None: all) reads this sensor: every station-wide sensor,
+    and the gas holders of its own channels."""
+    channel = entry.channel if isinstance(entry, PressureEntry) else None
+    return channels is None or channel is None or channel in channels
 
 
 def address_field(entry: Any) -> str:
