@@ -263,6 +263,16 @@ def test_two_runs_share_a_station_a_held_channel_is_refused_and_freed_by_the_hol
         assert line.startswith(f"rig: {station}: channel 0 (es4-ch0 at /dev/")
         assert f"is in use by run {first_id} (pid {holder.pid} on " in line
         assert len(run_ids(db)) == 2  # the refused run recorded nothing
+        # `rig station check` leaves the live run's devices alone and says whose they are
+        check = subprocess.run(rig_cmd("station", "check", str(station)), cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=120)
+        assert check.returncode == 0, check.stdout + check.stderr
+        rows = {line.split()[0]: line for line in check.stdout.splitlines() if line.strip()}
+        for name in ("es4-ch0", "keller-ch0"):
+            assert rows[name].endswith("IN USE") and f"in use by run {first_id}" in rows[name]
+        assert rows["es4-ch1"].endswith("OK") and rows["box-o2"].endswith("OK")
+        assert "3 of 5 OK, 2 in use by a run (not opened)" in check.stdout
+        assert holder.poll() is None
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=30)
         # its lock died with it: channel 0 can be used again

@@ -1,5 +1,6 @@
 """`rig station check`: open, identify and read every instrument and sensor of a station file
 once, all at the same time (each on its own connection); failures are results, not exceptions.
+A device a live run holds (rig.station.lock) is not opened: its row says which run has it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from drivers.base import InstrumentError
 from rig.clock import RealClock, VirtualClock
+from rig.station.lock import Claim, Holder, InstrumentInUse, acquire, device_key
 from rig.station.opening import open_instrument, open_sensor
 from rig.station.schema import (
     AtmosphereEntry,
@@ -37,10 +39,15 @@ class CheckResult:
     identity: str = ""
     reading: str = ""
     error: str = ""
+    in_use: str = ""  # held by a live run: not opened, so the run is not disturbed
 
     @property
     def ok(self) -> bool:
         return not self.error
+
+    @property
+    def status(self) -> str:
+        return "IN USE" if self.in_use else ("OK" if self.ok else "FAIL")
 
 
 def _expected(entry: Any) -> str:
@@ -90,6 +97,14 @@ def _check_pressure(driver: Any) -> tuple[str, str]:
 def _check_one(entry: Any, clock: Clock) -> CheckResult:
     kind = getattr(entry, "driver", None) or f"{entry.kind}"
     result = CheckResult(entry.name, kind, address_of(entry), _expected(entry))
+    key = device_key(entry)
+    try:  # never talk to a device a live run is driving; hold it while we do
+        locks = acquire([Claim(key, entry.name)] if key else [],
+                        Holder.this_process(None, "rig station check"))
+    except InstrumentInUse as exc:
+        result.in_use = exc.holder.describe()
+        result.reading = f"in use by {result.in_use}"
+        return result
     driver = None
     try:
         if isinstance(entry, (EmStat4Entry, Keithley2450Entry)):
@@ -106,6 +121,7 @@ def _check_one(entry: Any, clock: Clock) -> CheckResult:
         if driver is not None:
             with contextlib.suppress(Exception):  # closing after a failure is best effort
                 driver.close()
+        locks.release()
     return result
 
 
@@ -122,7 +138,7 @@ def format_check(results: Sequence[CheckResult]) -> str:
     """The table `rig station check` prints, then one paragraph per failure."""
     header = ("name", "driver", "address", "identity", "reading", "status")
     rows = [(r.name, r.driver, r.address, r.identity or "-", r.reading or "-",
-             "OK" if r.ok else "FAIL") for r in results]
+             r.status) for r in results]
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()
              for row in [header, *rows]]
@@ -131,7 +147,9 @@ def format_check(results: Sequence[CheckResult]) -> str:
             lines += ["", f"FAIL {r.name} ({r.driver} at {r.address}):",
                       f"  expected {r.expected}", f"  error: {r.error}"]
     failed = sum(not r.ok for r in results)
-    lines += ["", f"{len(results) - failed} of {len(results)} OK"
+    busy = sum(bool(r.in_use) for r in results)
+    lines += ["", f"{len(results) - failed - busy} of {len(results)} OK"
+              + (f", {busy} in use by a run (not opened)" if busy else "")
               + (f", {failed} failed" if failed else "")]
     return "\n".join(lines)
 

@@ -75,7 +75,11 @@ class Claim:
 
 
 class InstrumentInUse(StationError):
-    """A connection a run needs is held by another live process."""
+    """A connection a run needs is held by another live process (``holder``)."""
+
+    def __init__(self, message: str, what: str, holder: Holder) -> None:
+        super().__init__(message)
+        self.what, self.holder = what, holder
 
 
 def device_key(entry: Any) -> str | None:
@@ -254,7 +258,7 @@ def acquire(claims: Sequence[Claim], holder: Holder, *, source: str | None = Non
                 prefix = f"{source}: " if source else ""
                 raise InstrumentInUse(
                     f"{prefix}{claim.what} is in use by {other.describe()}; use other "
-                    "channels, or wait for that run to end")
+                    "channels, or wait for that run to end", claim.what, other)
             _write_holder(fd, holder)
             locks._fds.append(fd)
     except BaseException:
