@@ -23,7 +23,7 @@ from protocols import load_protocol
 from protocols.plan import Loop
 from rig.clock import VirtualClock
 from rig.engine.run import execute
-from rig.station import simulated_station
+from rig.sim.station import simulated_station
 from rig.store import RunWriter
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -155,8 +155,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rig.clock import make_clock
     from rig.console import RunConsole
     from rig.engine.run import execute
-    from rig.station import StationError, load_station, simulated_station
-    from rig.store import RunWriter
+    from rig.sim.station import simulated_station
+    from rig.station import StationError, load_station
+    from rig.store import RunWriter, new_run_id
     from rig.validate import check_ranges
 
     loaded = _load(args.protocol)
@@ -164,8 +165,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         clock = make_clock(args.clock, simulated=args.station is None)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    try:
-        station = (load_station(args.station, clock) if args.station
+    run_id = new_run_id(time.time())
+    channels = [cp.cell.channel for cp in loaded.plan.channels]
+    try:  # a station file's instruments are locked for this run (a built-in one is its own)
+        station = (load_station(args.station, clock, channels=channels, run_id=run_id)
+                   if args.station
                    else simulated_station(loaded.plan, clock, seed=args.seed,
                                           keithley_channels=args.keithley))
     except StationError as exc:
@@ -184,7 +188,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     def engine(progress: Any) -> Any:
         return asyncio.run(execute(
             loaded.plan, station=station, clock=clock, writer=writer,
-            protocol_text=loaded.text, protocol_path=str(loaded.path), progress=progress))
+            protocol_text=loaded.text, protocol_path=str(loaded.path), progress=progress,
+            run_id=run_id))
 
     try:
         if _monitor_wanted(args):
@@ -438,7 +443,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
         take_over,
     )
     from rig.engine.run import HEARTBEAT_STALE_S
-    from rig.station import StationError, load_station, simulated_station
+    from rig.sim.station import simulated_station
+    from rig.station import StationError, load_station
     from rig.store import RunWriter, StoreError, open_reader, resolve_run
 
     db = _db_path(args.db)
@@ -474,7 +480,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     try:
         station = (simulated_station(plan, clock, seed=station_desc.get("seed") or 0)
                    if station_desc.get("simulated") and not args.station
-                   else load_station(station_file, clock))
+                   else load_station(station_file, clock, run_id=run["id"],
+                                     channels=[cp.cell.channel for cp in plan.channels]))
     except StationError as exc:
         raise UsageError(str(exc)) from None
     console = RunConsole()
@@ -581,14 +588,8 @@ def _quiet_pymodbus() -> None:
 
 def cmd_station_check(args: argparse.Namespace) -> int:
     from rig.clock import RealClock
-    from rig.station import (
-        DUMMY_KEITHLEY_CHANNELS,
-        StationError,
-        check_station,
-        dummy_plan,
-        format_check,
-        read_station_file,
-    )
+    from rig.sim.station import DUMMY_KEITHLEY_CHANNELS, dummy_plan
+    from rig.station import StationError, check_station, format_check, read_station_file
 
     _quiet_pymodbus()
     clock = RealClock()
@@ -626,7 +627,8 @@ def cmd_sim_serve(args: argparse.Namespace) -> int:
 
     from rig.clock import RealClock, make_clock
     from rig.sim.serve import builtin_station_data, serve
-    from rig.station import DUMMY_KEITHLEY_CHANNELS, StationError, dummy_plan, parse_station
+    from rig.sim.station import DUMMY_KEITHLEY_CHANNELS, dummy_plan
+    from rig.station import StationError, parse_station
 
     _quiet_pymodbus()
     try:

@@ -22,11 +22,12 @@ import os
 import select
 import threading
 import time
-import tty
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
+
+from rig.sim.pty import open_pty
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,7 @@ class ReplayDevice:
         self.wait_s = wait_s          # how long to wait for the host's next bytes
         self.problems: list[str] = []
         self.position = 0             # entries fully served
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._slave)
-        self.port = os.ttyname(self._slave)
+        self._master, self._slave, self.port = open_pty(blocking=True)
         self._received = b""
         self._stop = threading.Event()
         self._done = threading.Event()   # every entry served

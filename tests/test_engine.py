@@ -12,7 +12,7 @@ import pytest
 from protocols import parse_protocol
 from rig.clock import VirtualClock
 from rig.engine.run import execute
-from rig.station import simulated_station
+from rig.sim.station import simulated_station
 from rig.store import RunWriter
 from rig.store.read import get_channels, get_events, get_samples, get_steps, open_reader
 

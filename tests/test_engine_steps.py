@@ -72,7 +72,7 @@ def run_steps(tmp_path: Path, steps, *, cell_type="symmetric", electrolyte=GLYME
     cell = NaCell(cell_type, AREA, electrolyte_for(electrolyte), seed=7, **overrides)
     sim = SimulatedEmStat4(cell, clock).start()
     station = Station("test", True, {0: ChannelHardware(EmStat4(sim.port), Link("ch0"), "sim")},
-                      [sim])
+                      closers=[sim.close])
     db = tmp_path / "s.db"
     writer = RunWriter(db)
     try:
@@ -228,7 +228,7 @@ def test_a_run_through_a_faulty_wire_completes_with_every_fault_logged(tmp_path)
     sim = SimulatedEmStat4(cell, clock, fault=FaultProfile(truncated_package=0.01, seed=5))
     sim.start()
     station = Station("test", True, {0: ChannelHardware(EmStat4(sim.port), Link("ch0"), "sim")},
-                      [sim])
+                      closers=[sim.close])
     writer = RunWriter(tmp_path / "s.db")
     try:
         result = asyncio.run(execute(plan, station=station, clock=clock, writer=writer,
@@ -277,7 +277,8 @@ def test_an_unexpected_error_switches_that_cell_off_and_the_others_complete(tmp_
     sims = [SimulatedEmStat4(NaCell("symmetric", AREA, electrolyte_for(GLYME), seed=n),
                              clock).start() for n in (0, 1)]
     station = Station("test", True, {n: ChannelHardware(EmStat4(sims[n].port), Link(f"ch{n}"),
-                                                        "sim") for n in (0, 1)}, sims)
+                                                        "sim") for n in (0, 1)},
+                      closers=[s.close for s in sims])
     writer = FailingStore(tmp_path / "s.db")
     try:
         result = asyncio.run(execute(plan, station=station, clock=clock, writer=writer,

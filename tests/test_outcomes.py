@@ -354,7 +354,7 @@ def test_reservoir_ce_end_to_end_including_a_reservoir_that_runs_out(tmp_path):
     from protocols import parse_protocol
     from rig.clock import VirtualClock
     from rig.engine.run import execute
-    from rig.station import simulated_station
+    from rig.sim.station import simulated_station
     from rig.store import RunWriter
     from rig.store.read import get_channels, get_steps, open_reader
 

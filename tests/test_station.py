@@ -21,16 +21,14 @@ from protocols.plan import CellSpec, ChannelPlan, Plan, Safety
 from rig.clock import RealClock, VirtualClock
 from rig.sim.glovebox import Breach, ModbusFaultProfile
 from rig.sim.serve import SimulatedInstruments, builtin_station_data, dumps_toml
+from rig.sim.station import SimulatedStation, dummy_plan, simulated_station
 from rig.station import (
     HolderSpec,
     Interlocks,
-    Station,
     StationError,
     check_station,
-    dummy_plan,
     load_station,
     parse_station,
-    simulated_station,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -280,7 +278,7 @@ def test_an_instrument_that_cannot_be_opened_names_its_channel_and_port(tmp_path
 # ---------------------------------------------------------------- the simulated station
 
 @pytest.fixture
-def two_cells() -> Iterator[tuple[Station, VirtualClock]]:
+def two_cells() -> Iterator[tuple[SimulatedStation, VirtualClock]]:
     clock = VirtualClock()
     plan = plan_of(CellSpec(0, "G1", "symmetric", 1.13, GLYME, headspace_mL=5.0),
                    CellSpec(2, "C1", "na_cu", 1.13, CARBONATE))
@@ -305,7 +303,7 @@ def test_simulated_station_without_headspace_has_no_gauge() -> None:
 
 
 def test_simulated_station_builds_an_instrument_per_cell_and_a_gauge_per_holder(
-        two_cells: tuple[Station, VirtualClock]) -> None:
+        two_cells: tuple[SimulatedStation, VirtualClock]) -> None:
     station, _ = two_cells
     assert station.channel(0).instrument.startswith("EmStat4 es4-ch0 on /dev/")
     assert station.channel(2).instrument.startswith("Keithley 2450 k2450-ch2 at TCPIP0::127.0.0.1")
@@ -328,7 +326,7 @@ def test_simulated_station_builds_an_instrument_per_cell_and_a_gauge_per_holder(
 
 
 def test_each_instrument_answers_through_its_production_driver(
-        two_cells: tuple[Station, VirtualClock]) -> None:
+        two_cells: tuple[SimulatedStation, VirtualClock]) -> None:
     station, _ = two_cells
     es4, smu = station.channel(0), station.channel(2)
     assert es4.link.call_blocking(es4.driver.identify).startswith("es4_lr")
@@ -336,7 +334,7 @@ def test_each_instrument_answers_through_its_production_driver(
 
 
 def test_each_sensor_reads_plausible_values_through_its_production_driver(
-        two_cells: tuple[Station, VirtualClock]) -> None:
+        two_cells: tuple[SimulatedStation, VirtualClock]) -> None:
     station, _ = two_cells
     h2o = station.sensor("box-h2o")
     o2 = station.sensor("box-o2")
@@ -351,7 +349,7 @@ def test_each_sensor_reads_plausible_values_through_its_production_driver(
 
 
 def test_the_keithley_stamps_samples_with_the_station_clock(
-        two_cells: tuple[Station, VirtualClock]) -> None:
+        two_cells: tuple[SimulatedStation, VirtualClock]) -> None:
     station, clock = two_cells
     smu = station.channel(2)
     smu.link.call_blocking(smu.driver.start_current, 1e-4, 1.0, 60.0, -1.0, 1.0)

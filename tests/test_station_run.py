@@ -22,7 +22,7 @@ from protocols.plan import (
 from rig.clock import VirtualClock
 from rig.engine.run import execute
 from rig.sim.glovebox import Breach, Dropout
-from rig.station import open_station, simulated_station
+from rig.sim.station import open_simulated, simulated_station
 from rig.store import RunWriter, get_events, get_samples, get_sensors, get_steps, open_reader
 
 AREA = 1.13
@@ -118,8 +118,8 @@ def test_a_gas_holder_over_its_limit_ends_its_cell_with_overpressure(tmp_path):
         if sensor["kind"] == "pressure":
             sensor["limit"] = "1.2 bar"
     sims = SimulatedInstruments(data, plan, clock, 2)
-    station = open_station(sims.config, clock, simulated=True)
-    station.simulation, station.simulators, station._clock = sims, sims.simulators, clock
+    station = open_simulated(sims, clock)
+    station._clock = clock
     result, conn = run(plan, tmp_path / "s.db", station)
     assert result.reasons[0] == "overpressure" and result.exit_code == 1
     events = [e for e in get_events(conn, result.run_key, 0) if e["kind"] == "overpressure"]

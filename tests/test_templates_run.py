@@ -16,7 +16,7 @@ import pytest
 from protocols import load_protocol
 from rig.clock import VirtualClock
 from rig.engine.run import execute
-from rig.station import simulated_station
+from rig.sim.station import simulated_station
 from rig.store import RunWriter, get_channels, get_steps, open_reader
 
 ROOT = Path(__file__).resolve().parents[1]

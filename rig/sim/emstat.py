@@ -75,7 +75,6 @@ import random
 import re
 import select
 import threading
-import tty
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -83,6 +82,7 @@ from typing import Any, Protocol, Self
 
 from drivers.methodscript import STATUS_OVERLOAD, format_package, parse_si
 from rig.clock import Clock
+from rig.sim.pty import open_pty
 
 ERR_UNKNOWN_COMMAND = 0x0001
 ERR_UNKNOWN_SCRIPT_COMMAND = 0x0002
@@ -559,11 +559,8 @@ class SimulatedEmStat4:
         self._pump_wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self._started = self._closed = False
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._slave)
-        os.set_blocking(self._master, False)
+        self._master, self._slave, self.port = open_pty()
         self._wake_r, self._wake_w = os.pipe()
-        self.port: str = os.ttyname(self._slave)
         # instrument state (under self._lock)
         self.output_on = False
         self.last_error: str | None = None  # why the last script or command was refused

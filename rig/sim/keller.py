@@ -61,7 +61,6 @@ import os
 import random
 import select
 import threading
-import tty
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from types import TracebackType
@@ -86,6 +85,7 @@ from drivers.keller import (
     encode_f73_reply,
 )
 from rig.clock import Clock
+from rig.sim.pty import open_pty
 
 R_J_MOL_K = 8.314462618
 GAP_S = 0.02  # line idle this long (wall seconds) ends a message of unknown length
@@ -229,11 +229,8 @@ class SimulatedKeller:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = self._closed = False
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._slave)
-        os.set_blocking(self._master, False)
+        self._master, self._slave, self.port = open_pty()
         self._wake_r, self._wake_w = os.pipe()
-        self.port: str = os.ttyname(self._slave)
 
     # --- lifecycle
     def start(self) -> Self:

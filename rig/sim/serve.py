@@ -34,6 +34,7 @@ import signal
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,6 @@ from rig.station import (
     PressureEntry,
     StationError,
     StationFile,
-    cell_seed,
     validate_station,
 )
 
@@ -96,6 +96,11 @@ def builtin_station_data(plan: Plan, *, keithley_channels: Collection[int] = ())
             "interlocks": {"o2_max": "1 ppm", "h2o_max": "1 ppm", "hysteresis": "0.2 ppm",
                            "hold_off": "30 s", "clear_for": "10 min",
                            "sensor_timeout": "2 min", "resume_when_clear": True}}
+
+
+def cell_seed(station_seed: int, cell_id: str) -> int:
+    """Each simulated cell's seed: stable across runs, different between cells."""
+    return zlib.crc32(f"{station_seed}:{cell_id}".encode())
 
 
 class _SealedVolume:

@@ -57,7 +57,7 @@ def simulate_run(db: str | os.PathLike, protocol_text: str, *, run_id: str = DEM
     from protocols.load import parse_protocol
     from rig.clock import VirtualClock
     from rig.engine.run import execute
-    from rig.station import simulated_station
+    from rig.sim.station import simulated_station
     from rig.store import RunWriter
 
     plan = parse_protocol(protocol_text, "<demo>")
