@@ -26,7 +26,7 @@ from protocols import parse_protocol
 from protocols.plan import Plan
 from rig.clock import VirtualClock
 from rig.engine.run import execute
-from rig.station import simulated_station
+from rig.sim.station import simulated_station
 from rig.store import RunWriter
 
 ELECTROLYTES = ("1 M NaPF6 in diglyme", "1 M NaClO4 in EC:DEC")

@@ -8,7 +8,7 @@ from pathlib import Path
 from protocols import load_protocol
 from rig.clock import VirtualClock
 from rig.engine.run import execute
-from rig.station import simulated_station
+from rig.sim.station import simulated_station
 from rig.store import RunWriter
 from tests.protocol_text import two_cells
 

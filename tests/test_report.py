@@ -26,7 +26,7 @@ from rig.report.context import RunContext
 from rig.report.decimate import MinMaxDecimator
 from rig.report.queries import decimated_series, sample_chunks
 from rig.sim.glovebox import Breach
-from rig.station import simulated_station
+from rig.sim.station import simulated_station
 from rig.store import RunWriter, open_reader, resolve_run
 
 ROOT = Path(__file__).resolve().parents[1]
