@@ -94,6 +94,7 @@ MAX_BACKOFF_S = 0.5       # ... up to this
 ABORT_DRAIN_TIMEOUTS = 5  # abort() reads past the stream's backlog for at most 5 x timeout_s
 OCP_PROBE = (0.25, 1.0)   # (interval_s, duration_s) of the OCP read eis() uses when dc_V is None
 MISSING_IN_A_ROW = 3
+MAX_SILENCES = 2          # timeouts a script start recovers from (a lost reply, a lost abort)
 GARBLED_PACKAGE_MIN = 8   # a garbled line longer than this was a package (markers are shorter)      # well-formed packages lacking what the step needs before that is an error
 
 
@@ -181,8 +182,8 @@ def _first(values: dict[str, float], types: tuple[str, ...]) -> float | None:
     return None
 
 
-def sample_from_package(line: str, step: str = "any", set_potential_V: float | None = None
-                        ) -> Sample:
+def sample_from_package(line: str, step: str = "any", set_potential_V: float | None = None,
+                        t_s: float | None = None) -> Sample:
     """A package -> Sample by what each variable is, for a ``cp``, ``ca``, ``ocp`` (or ``any``)
     step; MissingVariable (a protocol error) when it lacks what the step needs.
 
@@ -195,7 +196,9 @@ def sample_from_package(line: str, step: str = "any", set_potential_V: float | N
     for v in found:
         status |= v.status
     if "eb" not in values:
-        raise MissingVariable(f"package without eb (the time): {line!r}", "eb")
+        if t_s is None:
+            raise MissingVariable(f"package without eb (the time): {line!r}", "eb")
+        values["eb"] = t_s  # the vendor's examples may leave the timer out: the schedule's time
     measured_e = values.get("ab")
     if step == "cp":
         if measured_e is None:
@@ -273,12 +276,15 @@ def parse_ocp_sample(line: str) -> Sample:
     return parse_sample(line)
 
 
-def parse_eis_point(line: str, _p: dict[str, float] = PREFIXES) -> tuple[float, float, complex]:
+def parse_eis_point(line: str, _p: dict[str, float] = PREFIXES, t_s: float | None = None
+                    ) -> tuple[float, float, complex]:
     """An EIS package ``Peb<t>;dc<f>;cc<Z'>;cd<Z''>`` -> (t_s, f_Hz, Z' + jZ''); |Z| ``cb`` with
     the phase ``ca`` (degrees) serve as well."""
     m = _EIS_RE.fullmatch(line)
     if m is None:
         values = {v.type: v.value for v in parse_package_variables(line)}
+        if "eb" not in values and t_s is not None:
+            values["eb"] = t_s
         for need in ("eb", "dc"):
             if need not in values:
                 raise MissingVariable(f"EIS package without {need}: {line!r}", need)
@@ -485,17 +491,27 @@ class _Run:
     received: int = 0
     parse: Callable[[str], Any] = parse_sample  # what the step reads from each package
     missing: int = 0                   # well-formed packages in a row without what it needs
+    step: str = "any"                  # cp, ca, ocp or eis: what a package must carry
+    set_potential_V: float | None = None  # ca: the potential when a package carries none
+
+    def untimed(self, line: str, k: int) -> Any:
+        """Package k (1-based) without the timer: its time is the schedule's."""
+        if self.kind == "eis":
+            return parse_eis_point(line, t_s=self.time_of(k))
+        return sample_from_package(line, self.step, self.set_potential_V, self.time_of(k))
 
     @classmethod
     def loop(cls, interval_s: float, duration_s: float,
-             parse: Callable[[str], Any] = parse_sample) -> _Run:
+             parse: Callable[[str], Any] = parse_sample, step: str = "any",
+             set_potential_V: float | None = None) -> _Run:
         """A CP/CA/OCP loop, timed with the numbers as the instrument reads them in the script."""
-        return cls("samples", as_sent(duration_s), as_sent(interval_s), parse=parse)
+        return cls("samples", as_sent(duration_s), as_sent(interval_s), parse=parse,
+                   step=step, set_potential_V=set_potential_V)
 
     @classmethod
     def sweep(cls, f_start_Hz: float, f_end_Hz: float, n_points: int) -> _Run:
         times = eis_point_times(as_sent(f_start_Hz), as_sent(f_end_Hz), n_points)
-        return cls("eis", times[-1], times=times, parse=parse_eis_point)
+        return cls("eis", times[-1], times=times, parse=parse_eis_point, step="eis")
 
     def due(self, until_s: float) -> int:
         if self.times is not None:
@@ -597,7 +613,7 @@ class EmStat4:
         _check_timing(interval_s, duration_s)
         self._start(build_cp_script(current_A, interval_s, duration_s, e_min_V, e_max_V,
                                     self.ranges.max_potential_V),
-                    _Run.loop(interval_s, duration_s, parse_cp_sample))
+                    _Run.loop(interval_s, duration_s, parse_cp_sample, "cp"))
 
     def start_potential(self, potential_V: float, interval_s: float, duration_s: float,
                         i_max_A: float) -> None:
@@ -608,13 +624,14 @@ class EmStat4:
             raise ValueError(f"i_max_A must be positive, not {i_max_A}")
         _check_timing(interval_s, duration_s)
         self._start(build_ca_script(potential_V, interval_s, duration_s, i_max_A),
-                    _Run.loop(interval_s, duration_s, ca_sample_parser(as_sent(potential_V))))
+                    _Run.loop(interval_s, duration_s, ca_sample_parser(as_sent(potential_V)),
+                              "ca", as_sent(potential_V)))
 
     def start_open_circuit(self, interval_s: float, duration_s: float) -> None:
         """Rest at open circuit (OCP), recording the potential."""
         _check_timing(interval_s, duration_s)
         self._start(build_ocp_script(interval_s, duration_s, self.ranges.max_potential_V),
-                    _Run.loop(interval_s, duration_s, parse_ocp_sample))
+                    _Run.loop(interval_s, duration_s, parse_ocp_sample, "ocp"))
 
     def start_eis(self, f_start_Hz: float, f_end_Hz: float, n_points: int, amplitude_V: float,
                   dc_V: float) -> None:
@@ -768,7 +785,8 @@ class EmStat4:
     def _start(self, lines: list[str], run: _Run) -> None:
         """Send a script and see it accepted. A lost or garbled reply leaves it unknown whether
         the script runs: abort (which drains whatever ran) and send it again, at most
-        ``retries`` times, and after one silence at most once more (then the typed error)."""
+        ``retries`` times and after at most MAX_SILENCES silences (then the typed error: a
+        port that stays silent is gone, and must not hold the channel for long)."""
         data = script_bytes(lines)
         timeouts = 0
         for attempt in range(self.retries + 1):
@@ -787,7 +805,7 @@ class EmStat4:
                     raise          # a script error does not fix itself ('e!0006': one ran)
             except InstrumentTimeout:
                 timeouts += 1
-                if timeouts > 1 or attempt == self.retries:
+                if timeouts > MAX_SILENCES or attempt == self.retries:
                     raise
             except InstrumentGone:
                 raise
@@ -854,6 +872,14 @@ class EmStat4:
                 out.append(parse(lines[j]))
                 run.missing = 0
             except MissingVariable as exc:  # cut short on the wire, or what the step lacks
+                if exc.needs == "eb":
+                    try:
+                        out.append(run.untimed(lines[j], run.received + j - i + 1))
+                        run.missing = 0
+                        j += 1
+                        continue
+                    except MissingVariable as again:
+                        exc = again
                 run.missing += 1
                 if run.missing >= MISSING_IN_A_ROW:
                     self._next = j + 1

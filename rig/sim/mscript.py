@@ -605,7 +605,8 @@ class Loop:
 
 
 def _check(value: float, low: float, high: float, what: str) -> float:
-    if not low <= value <= high:
+    slack = 1e-9 * max(abs(low), abs(high))  # 10u is 1e-05 within float rounding
+    if not low - slack <= value <= high + slack:
         raise ScriptError(ERR_OUT_OF_BOUNDS, f"{what} {value:g} outside [{low:g}, {high:g}]")
     return value
 
