@@ -171,7 +171,11 @@ def _status(*metas: str | None) -> int:
     status = 0
     for meta in metas:
         if meta:
-            status |= parse_metadata(meta)[0]
+            # the firmware's usual ",1S,2RR": the status is the digit after ",1"
+            if meta[:2] == ",1" and (len(meta) == 3 or meta[3] == ","):
+                status |= int(meta[2], 16)
+            else:
+                status |= parse_metadata(meta)[0]
     return status
 
 

@@ -310,6 +310,8 @@ class SimulatedEmStat4:
         self._cell_t = clock.now()  # the cell has been simulated up to this clock time
         self._script: _Script | None = None
         self._ranges = _full_auto()  # per type: the (lowest, highest) range it may use
+        self._range_plans: dict[str, tuple[Any, float, str]] = {}
+        self._plan_ranges()
         self._collecting: list[str] | None = None  # lines of an `e` script being received
 
     # --- lifecycle
@@ -528,15 +530,24 @@ class SimulatedEmStat4:
 
     def _ranged(self, vtype: str, value: float) -> tuple[float, str, bool]:
         """A measured value within the ranges the script allows: (value, metadata, overload)."""
-        low, high = self._ranges[vtype]
-        table = RANGE_TABLES[vtype]
+        allowed, top, over_meta = self._range_plans[vtype]
         magnitude = abs(value)
-        for k in range(low, high + 1):
-            if magnitude <= full_scale(vtype, k):
-                return value, f",10,2{table[k][1]:02X}", False
-        top = full_scale(vtype, high)
+        for fs, meta in allowed:
+            if magnitude <= fs:
+                return value, meta, False
         clamped = top if math.isnan(value) else math.copysign(top, value)
-        return clamped, f",1{STATUS_OVERLOAD:X},2{table[high][1]:02X}", True
+        return clamped, over_meta, True
+
+    def _plan_ranges(self) -> None:
+        """Per type, (full scale, metadata) of each allowed range, lowest first (the hot path)."""
+        plans = {}
+        for vtype, (low, high) in self._ranges.items():
+            table = RANGE_TABLES[vtype]
+            allowed = tuple((full_scale(vtype, k), f",10,2{table[k][1]:02X}")
+                            for k in range(low, high + 1))
+            plans[vtype] = (allowed, full_scale(vtype, high),
+                            f",1{STATUS_OVERLOAD:X},2{table[high][1]:02X}")
+        self._range_plans = plans
 
     def _measure(self, run: _Run, dt: float, regs: list[float], meta: list[str]) -> None:
         """Drive the cell for ``dt`` and store the loop's variables with their metadata."""
@@ -600,8 +611,10 @@ class SimulatedEmStat4:
             elif code == OP_BODY_TIMER:
                 regs[op[1]] = script.timer_now
             elif code == OP_UNLESS:
-                pc = self._branch(op, regs, pc)
-                continue
+                _, ls, lc, compare, rs, rc, target = op
+                if not compare(regs[ls] if ls >= 0 else lc, regs[rs] if rs >= 0 else rc):
+                    pc = target
+                    continue
             elif code == OP_BREAK:
                 return True
             elif code == OP_JUMP:
@@ -666,6 +679,7 @@ class SimulatedEmStat4:
         lo = range_for(vtype, low)
         hi = lo if high is None else range_for(vtype, high)
         self._ranges[vtype] = (min(lo, hi), max(lo, hi))
+        self._plan_ranges()
 
     def _finish(self, script: _Script, lines: list[str]) -> None:
         """on_finished:, then the empty line that ends the script's output."""
@@ -785,6 +799,7 @@ class SimulatedEmStat4:
         lines = ["e"]
         self._advance(now, lines)  # the cell rests up to the acceptance time
         self._ranges = _full_auto()
+        self._plan_ranges()
         n = program.n_registers
         self._script = _Script(program, now, [0.0] * n, [""] * n)
         self._advance(now, lines)
