@@ -204,6 +204,8 @@ def sample_from_package(line: str, step: str = "any", set_potential_V: float | N
             raise MissingVariable(f"package without eb (the time): {line!r}", "eb")
         values["eb"] = t_s  # the vendor's examples may leave the timer out: the schedule's time
     measured_e = values.get("ab")
+    potential: float | None
+    current: float | None
     if step == "cp":
         if measured_e is None:
             raise MissingVariable(f"CP package without ab (measured potential): {line!r}", "ab")
@@ -230,6 +232,7 @@ def sample_from_package(line: str, step: str = "any", set_potential_V: float | N
             raise MissingVariable(f"package without ab or da (potential): {line!r}", "ab")
         current = _first(values, CURRENT_TYPES)
         current = 0.0 if current is None else current
+    assert potential is not None and current is not None
     return Sample(values["eb"], potential, current, bool(status & STATUS_OVERLOAD))
 
 

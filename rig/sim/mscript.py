@@ -18,6 +18,7 @@ and the loops ``meas_loop_cp ca ocp eis geis lsv cv`` (``cv`` takes ``nscans(n)`
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 import re
@@ -540,9 +541,13 @@ class Compiler:
             raise self.fail(ERR_WRONG_MODE, f"meas_loop_{kind} needs pgstat mode 2, 3 or 4")
 
 
+def _arith_command(name: str, compiler: Compiler, args: list[str]) -> None:
+    compiler.c_arith(name, args)
+
+
 _COMMANDS: dict[str, Callable[[Compiler, list[str]], None]] = {
     "var": Compiler.c_var, "store_var": Compiler.c_store_var, "copy_var": Compiler.c_copy_var,
-    **{name: (lambda c, a, name=name: c.c_arith(name, a)) for name in ARITH},
+    **{name: functools.partial(_arith_command, name) for name in ARITH},
     "wait": Compiler.c_wait, "send_string": Compiler.c_send_string,
     "set_pgstat_chan": Compiler.c_chan, "set_pgstat_mode": Compiler.c_mode,
     "set_max_bandwidth": Compiler.c_bandwidth, "set_range": Compiler.c_range,
