@@ -130,8 +130,9 @@ class Event:
 
 
 _MARKERS = {"e": "accepted", "*": "loop_end", "": "script_end", "Z": "abort",
-            "L": "plain_loop", "+": "plain_loop"}
+            "L": "plain_loop", "+": "plain_loop", "-": "scan"}
 _LOOP_START_RE = re.compile(r"M[0-9A-Fa-f]{4}")
+_SCAN_START_RE = re.compile(r"C[0-9A-Fa-f]{4}")   # a CV scan with nscans(n > 1)
 
 
 def parse_line(line: str) -> Event:
@@ -149,6 +150,8 @@ def parse_line(line: str) -> Event:
         return Event(_MARKERS[line], line)
     if _LOOP_START_RE.fullmatch(line):
         return Event("loop_start", line)
+    if _SCAN_START_RE.fullmatch(line):
+        return Event("scan", line)
     if line[:1] == "T":
         return Event("text", line)
     raise InstrumentProtocolError(f"unexpected line from the EmStat4: {line!r}")

@@ -523,6 +523,12 @@ def test_garbled_markers_in_the_stream_are_skipped_and_reported(replay) -> None:
     assert ended and len(samples) == 1 and len(es.rejected) == 3
 
 
+def test_every_documented_output_line_is_classified() -> None:
+    from drivers.emstat import parse_line
+    kinds = [parse_line(x).kind for x in ["M000A", "L", "+", "C0001", "-", "THello world!"]]
+    assert kinds == ["loop_start", "plain_loop", "plain_loop", "scan", "scan", "text"]
+
+
 # ---- the driver's own scripts pass the grammar ---------------------------------------------------
 # The commands PalmSens lists for MethodSCRIPT (palmsens-sdk capabilities list), those we use.
 VENDOR_COMMANDS = {
