@@ -687,6 +687,3 @@ def eis_schedule(freqs: Sequence[float]) -> tuple[float, ...]:
         times.append(t)
     return tuple(times)
 
-
-def is_finite(value: float) -> bool:
-    return math.isfinite(value)
