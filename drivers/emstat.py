@@ -20,6 +20,7 @@ The wire parsing is pure functions below (``parse_line``, ``parse_sample``, ``pa
 from __future__ import annotations
 
 import bisect
+import cmath
 import logging
 import math
 import re
@@ -61,15 +62,24 @@ PORT_ERRORS: tuple[type[BaseException], ...] = (serial.SerialException, OSError,
 
 # ---- the instrument ------------------------------------------------------------------------------
 BAUDRATE = 921600
-DEVICE_PREFIX = "es4"                     # 't' reply names the device: es4_lr, es4_hr (espico: no)
+# the 't' reply names the device (vendor instrument.py): the EmStat4 LR and HR are ours
+EMSTAT4_MODELS = {"es4_lr": "EmStat4 LR", "es4_hr": "EmStat4 HR"}
+OTHER_DEVICES = {"espico": "an EmStat Pico", "senswb": "a Sensit Wearable",
+                 "mes4lr": "a MultiEmStat4 LR (multi-channel)",
+                 "mes4hr": "a MultiEmStat4 HR (multi-channel)",
+                 "espbl": "an EmStat Pico in its bootloader", "nexus1": "a Nexus"}
 PGSTAT_MODE_OFF = 0                       # set_pgstat_mode 0: cell disconnected
 PGSTAT_MODE_LOW_SPEED = 2                 # used for open circuit
 PGSTAT_MODE_HIGH_SPEED = 3                # potentiostatic (CA, EIS)
 PGSTAT_MODE_GALVANOSTATIC = 6             # galvanostatic (CP)
 MAX_BANDWIDTH_DC_HZ = 200                 # set_max_bandwidth for CP/CA
-# EmStat4 LR current ranges; the 10 mA range carries up to the 30 mA maximum
-CURRENT_RANGES_A = (1e-9, 10e-9, 100e-9, 1e-6, 10e-6, 100e-6, 1e-3, 10e-3)
-ERROR_NO_SCRIPT_RUNNING = 0x0006          # 'Z!0006': abort with nothing to abort
+# EmStat4 current ranges (LR: 1 nA .. 10 mA, whose top range carries up to 30 mA; HR up to 100 mA)
+CURRENT_RANGES_A = (1e-9, 10e-9, 100e-9, 1e-6, 10e-6, 100e-6, 1e-3, 10e-3, 100e-3)  # HR: 100 mA
+ERROR_NO_SCRIPT_RUNNING = 0x0006          # 'Z!0006': abort with nothing to abort (and 'e!0006':
+                                          # a script still runs)
+# EmStat4 potential ranges (vendor mscript.py); the top one measures up to the instrument's limit
+POTENTIAL_RANGES_V = (50e-3, 100e-3, 200e-3, 500e-3, 1.0)
+LOWEST_CURRENT_RANGE_A = 100e-9           # the lowest range both the LR and the HR have
 MAX_FREQUENCY_HZ = 200e3                  # EmStat4 EIS: up to 200 kHz
 EMSTAT4_LR_RANGES = Ranges(max_current_A=0.03, max_potential_V=3.0,   # +-30 mA, +-3 V
                            max_frequency_Hz=MAX_FREQUENCY_HZ)
@@ -83,6 +93,9 @@ BACKOFF_S = 0.05          # first retry pause, doubled per retry ...
 MAX_BACKOFF_S = 0.5       # ... up to this
 ABORT_DRAIN_TIMEOUTS = 5  # abort() reads past the stream's backlog for at most 5 x timeout_s
 OCP_PROBE = (0.25, 1.0)   # (interval_s, duration_s) of the OCP read eis() uses when dc_V is None
+MISSING_IN_A_ROW = 3
+MAX_SILENCES = 2          # timeouts a script start recovers from (a lost reply, a lost abort)
+GARBLED_PACKAGE_MIN = 8   # a garbled line longer than this was a package (markers are shorter)      # well-formed packages lacking what the step needs before that is an error
 
 
 class DeviceError(InstrumentProtocolError):
@@ -98,6 +111,14 @@ class NotAnEmStat4(InstrumentProtocolError):
     """A well-formed answer from another device (a Pico, say): retrying will not help."""
 
 
+class MissingVariable(InstrumentProtocolError):
+    """A well-formed package without a variable the running step needs (``needs`` names it)."""
+
+    def __init__(self, message: str, needs: str) -> None:
+        super().__init__(message)
+        self.needs = needs
+
+
 # ---- pure functions: replies --------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Event:
@@ -109,8 +130,9 @@ class Event:
 
 
 _MARKERS = {"e": "accepted", "*": "loop_end", "": "script_end", "Z": "abort",
-            "L": "plain_loop", "+": "plain_loop"}
+            "L": "plain_loop", "+": "plain_loop", "-": "scan"}
 _LOOP_START_RE = re.compile(r"M[0-9A-Fa-f]{4}")
+_SCAN_START_RE = re.compile(r"C[0-9A-Fa-f]{4}")   # a CV scan with nscans(n > 1)
 
 
 def parse_line(line: str) -> Event:
@@ -128,6 +150,8 @@ def parse_line(line: str) -> Event:
         return Event(_MARKERS[line], line)
     if _LOOP_START_RE.fullmatch(line):
         return Event("loop_start", line)
+    if _SCAN_START_RE.fullmatch(line):
+        return Event("scan", line)
     if line[:1] == "T":
         return Event("text", line)
     raise InstrumentProtocolError(f"unexpected line from the EmStat4: {line!r}")
@@ -135,53 +159,152 @@ def parse_line(line: str) -> Event:
 
 _V = r"([0-9A-F]{7})([afpnumkMGTPEi ])((?:,[0-9A-Fa-f]+)*)"  # hex, prefix, metadata
 _SAMPLE_RE = re.compile(rf"Peb{_V};ab{_V}(?:;ba{_V})?")
+_CP_RE = re.compile(rf"Peb{_V};ab{_V};db{_V}")      # our CP script's order
+_CA_RE = re.compile(rf"Peb{_V};da{_V};ba{_V}")      # our CA script's order
 _EIS_RE = re.compile(rf"Peb{_V};dc{_V};cc{_V};cd{_V}")
 
-
-def _values(line: str, types: tuple[str, ...], optional: tuple[str, ...] = ()
-            ) -> tuple[dict[str, float], int]:
-    """The slow general path: variables in any order, extra ones ignored; (values, status)."""
-    found = parse_package_variables(line)
-    values = {v.type: v.value for v in found}
-    missing = [t for t in types if t not in values and t not in optional]
-    if missing:
-        raise InstrumentProtocolError(f"package without {'/'.join(missing)}: {line!r}")
-    status = 0
-    for v in found:
-        status |= v.status
-    return values, status
+# What each step may find in a package, by role, in order of preference (the documentation
+# allows either: a CA package carries the applied potential da, a CP one the applied current db;
+# a script may add the measured ab or ba instead or as well; the measured value wins).
+POTENTIAL_TYPES = ("ab", "da")   # measured, applied
+CURRENT_TYPES = ("ba", "db")     # measured, applied
 
 
 def _status(*metas: str | None) -> int:
     status = 0
     for meta in metas:
         if meta:
-            status |= parse_metadata(meta)[0]
+            # the firmware's usual ",1S,2RR": the status is the digit after ",1"
+            if meta[:2] == ",1" and (len(meta) == 3 or meta[3] == ","):
+                status |= int(meta[2], 16)
+            else:
+                status |= parse_metadata(meta)[0]
     return status
 
 
+def _first(values: dict[str, float], types: tuple[str, ...]) -> float | None:
+    for vtype in types:
+        if vtype in values:
+            return values[vtype]
+    return None
+
+
+def sample_from_package(line: str, step: str = "any", set_potential_V: float | None = None,
+                        t_s: float | None = None) -> Sample:
+    """A package -> Sample by what each variable is, for a ``cp``, ``ca``, ``ocp`` (or ``any``)
+    step; MissingVariable (a protocol error) when it lacks what the step needs.
+
+    ``sample_from_package("Peb8989680m;da7F85F3Fu;ba48D503Dp,10,288", "ca").current_A``
+    ``-> -5.7847747e-05``
+    """
+    found = parse_package_variables(line)
+    values = {v.type: v.value for v in found}
+    status = 0
+    for v in found:
+        status |= v.status
+    if "eb" not in values:
+        if t_s is None:
+            raise MissingVariable(f"package without eb (the time): {line!r}", "eb")
+        values["eb"] = t_s  # the vendor's examples may leave the timer out: the schedule's time
+    measured_e = values.get("ab")
+    potential: float | None
+    current: float | None
+    if step == "cp":
+        if measured_e is None:
+            raise MissingVariable(f"CP package without ab (measured potential): {line!r}", "ab")
+        current = _first(values, CURRENT_TYPES)
+        if current is None:
+            raise MissingVariable(f"CP package without db or ba (current): {line!r}", "db")
+        potential = measured_e
+    elif step == "ca":
+        current = values.get("ba")
+        if current is None:
+            raise MissingVariable(f"CA package without ba (measured current): {line!r}", "ba")
+        potential = _first(values, POTENTIAL_TYPES)
+        if potential is None:
+            if set_potential_V is None:
+                raise MissingVariable(f"CA package without ab or da (potential): {line!r}", "da")
+            potential = set_potential_V  # the vendor's own CA example sends the current only
+    elif step == "ocp":
+        if measured_e is None:
+            raise MissingVariable(f"OCP package without ab (measured potential): {line!r}", "ab")
+        potential, current = measured_e, values.get("ba", 0.0)
+    else:
+        potential = _first(values, POTENTIAL_TYPES)
+        if potential is None:
+            raise MissingVariable(f"package without ab or da (potential): {line!r}", "ab")
+        current = _first(values, CURRENT_TYPES)
+        current = 0.0 if current is None else current
+    assert potential is not None and current is not None
+    return Sample(values["eb"], potential, current, bool(status & STATUS_OVERLOAD))
+
+
 def parse_sample(line: str, _p: dict[str, float] = PREFIXES) -> Sample:
-    """A CP/CA/OCP package ``Peb<t>;ab<E>[;ba<I>]`` -> Sample (current 0 at open circuit).
+    """Any CP/CA/OCP package -> Sample, each variable by its type (current 0 when it has none).
 
     ``parse_sample("Peb8989680m;ab8000000 ;ba8000000 ,12").overload -> True``
     """
     m = _SAMPLE_RE.fullmatch(line)
     if m is None:
-        values, status = _values(line, ("eb", "ab", "ba"), optional=("ba",))
-        return Sample(values["eb"], values["ab"], values.get("ba", 0.0),
-                      bool(status & STATUS_OVERLOAD))
+        return sample_from_package(line)
     t, tp, tm, e, ep, em, i, ip, im = m.groups()
     overload = bool(_status(tm, em, im) & STATUS_OVERLOAD) if (tm or em or im) else False
     return Sample((int(t, 16) - OFFSET) * _p[tp], (int(e, 16) - OFFSET) * _p[ep],
                   (int(i, 16) - OFFSET) * _p[ip] if i else 0.0, overload)
 
 
-def parse_eis_point(line: str, _p: dict[str, float] = PREFIXES) -> tuple[float, float, complex]:
-    """An EIS package ``Peb<t>;dc<f>;cc<Z'>;cd<Z''>`` -> (t_s, f_Hz, Z' + jZ'')."""
+def parse_cp_sample(line: str, _p: dict[str, float] = PREFIXES) -> Sample:
+    """A CP package: measured potential ``ab`` and the current (set ``db`` or measured ``ba``)."""
+    m = _CP_RE.fullmatch(line)
+    if m is None:
+        return sample_from_package(line, "cp")
+    t, tp, tm, e, ep, em, i, ip, im = m.groups()
+    overload = bool(_status(tm, em, im) & STATUS_OVERLOAD) if (tm or em or im) else False
+    return Sample((int(t, 16) - OFFSET) * _p[tp], (int(e, 16) - OFFSET) * _p[ep],
+                  (int(i, 16) - OFFSET) * _p[ip], overload)
+
+
+def ca_sample_parser(potential_V: float) -> Callable[[str], Sample]:
+    """The parser of a CA step at potential_V: measured current ``ba``; the potential from
+    ``ab`` or ``da``, or the set potential when the package carries neither."""
+    def parse_ca_sample(line: str, _p: dict[str, float] = PREFIXES) -> Sample:
+        m = _CA_RE.fullmatch(line)
+        if m is None:
+            return sample_from_package(line, "ca", potential_V)
+        t, tp, tm, e, ep, em, i, ip, im = m.groups()
+        overload = bool(_status(tm, em, im) & STATUS_OVERLOAD) if (tm or em or im) else False
+        return Sample((int(t, 16) - OFFSET) * _p[tp], (int(e, 16) - OFFSET) * _p[ep],
+                      (int(i, 16) - OFFSET) * _p[ip], overload)
+    return parse_ca_sample
+
+
+def parse_ocp_sample(line: str) -> Sample:
+    """An OCP package: time and measured potential ``ab``."""
+    m = _SAMPLE_RE.fullmatch(line)
+    if m is None or m.group(7):
+        return sample_from_package(line, "ocp")
+    return parse_sample(line)
+
+
+def parse_eis_point(line: str, _p: dict[str, float] = PREFIXES, t_s: float | None = None
+                    ) -> tuple[float, float, complex]:
+    """An EIS package ``Peb<t>;dc<f>;cc<Z'>;cd<Z''>`` -> (t_s, f_Hz, Z' + jZ''); |Z| ``cb`` with
+    the phase ``ca`` (degrees) serve as well."""
     m = _EIS_RE.fullmatch(line)
     if m is None:
-        values, _ = _values(line, ("eb", "dc", "cc", "cd"))
-        return values["eb"], values["dc"], complex(values["cc"], values["cd"])
+        values = {v.type: v.value for v in parse_package_variables(line)}
+        if "eb" not in values and t_s is not None:
+            values["eb"] = t_s
+        for need in ("eb", "dc"):
+            if need not in values:
+                raise MissingVariable(f"EIS package without {need}: {line!r}", need)
+        if "cc" in values and "cd" in values:
+            z = complex(values["cc"], values["cd"])
+        elif "cb" in values and "ca" in values:
+            z = values["cb"] * cmath.exp(1j * math.radians(values["ca"]))
+        else:
+            raise MissingVariable(f"EIS package without cc/cd or cb/ca: {line!r}", "cc")
+        return values["eb"], values["dc"], z
     t, tp, _, f, fp, _, re_, rp, _, im, ip, _ = m.groups()
     return ((int(t, 16) - OFFSET) * _p[tp], (int(f, 16) - OFFSET) * _p[fp],
             complex((int(re_, 16) - OFFSET) * _p[rp], (int(im, 16) - OFFSET) * _p[ip]))
@@ -194,9 +317,22 @@ def parse_version(first: str, second: str) -> str:
     """
     if not first.startswith("t") or not second.endswith("*"):
         raise InstrumentProtocolError(f"garbled version reply: {first!r} {second!r}")
-    if not first[1:].startswith(DEVICE_PREFIX):
-        raise NotAnEmStat4(f"not an EmStat4: the device calls itself {first[1:]!r}")
+    if model_of(first[1:]) is None:
+        name = first[1:]
+        other = next((what for prefix, what in OTHER_DEVICES.items() if name.startswith(prefix)),
+                     None)
+        why = f"it is {other}" if other else "its firmware name is none the driver knows"
+        raise NotAnEmStat4(f"not an EmStat4 LR or HR: the device calls itself {name!r} ({why}; "
+                           f"accepted: {', '.join(EMSTAT4_MODELS)})")
     return f"{first[1:]} {second[:-1]}"
+
+
+def model_of(firmware: str) -> str | None:
+    """``"es4_lr1500#Mar 12 2026" -> "EmStat4 LR"``; None for another device."""
+    for prefix, model in EMSTAT4_MODELS.items():
+        if firmware.startswith(prefix):
+            return model
+    return None
 
 
 def parse_serial_number(line: str) -> str:
@@ -216,60 +352,87 @@ def current_range(current_A: float) -> float:
     return CURRENT_RANGES_A[-1]
 
 
+def potential_range(potential_V: float, max_potential_V: float = 3.0) -> float:
+    """The smallest EmStat4 potential range that holds ``potential_V`` (``0.3 -> 0.5``); the
+    instrument's limit beyond the 1 V range (whose top range measures up to it)."""
+    for r in POTENTIAL_RANGES_V:
+        if abs(potential_V) <= r * (1 + 1e-9):
+            return r
+    return max_potential_V
+
+
 _DC_PACKAGE = ["\ttimer_get t", "\tpck_start", "\tpck_add t", "\tpck_add p", "\tpck_add c",
-                "\tpck_end"]
+               "\tpck_end"]
 
 
 def _breakloop_if(var: str, op: str, limit: float) -> list[str]:
     return [f"\tif {var} {op} {format_si(limit)}", "\t\tbreakloop", "\tendif"]
 
 
-def _dc_script(mode: int, set_line: str, loop_line: str, range_A: float,
-               limits: list[str]) -> list[str]:
-    r = format_si(range_A)
-    return ["var c", "var p", "var t", "set_pgstat_chan 0", f"set_pgstat_mode {mode}",
-            f"set_max_bandwidth {MAX_BANDWIDTH_DC_HZ}", f"set_range ba {r}",
-            f"set_autoranging ba {r} {r}", set_line, "cell_on", "timer_start", loop_line,
-            *_DC_PACKAGE, *limits, "endloop", "on_finished:", "cell_off"]
+def _potential_ranges(initial_V: float, max_potential_V: float) -> list[str]:
+    """The measured potential: start in the range that holds ``initial_V``, autorange up to the
+    instrument's limit (so a value outside the safety window reads true, not as an overload)."""
+    top = format_si(max_potential_V)
+    return [f"set_range ab {format_si(potential_range(initial_V, max_potential_V))}",
+            f"set_autoranging ab {format_si(POTENTIAL_RANGES_V[0])} {top}"]
 
 
 def build_cp_script(current_A: float, interval_s: float, duration_s: float,
-                    e_min_V: float, e_max_V: float) -> list[str]:
-    """Galvanostatic step; the instrument breaks the loop outside [e_min_V, e_max_V]."""
-    i = format_si(current_A)
-    return _dc_script(
-        PGSTAT_MODE_GALVANOSTATIC, f"set_i {i}",
-        f"meas_loop_cp p c {i} {format_si(interval_s)} {format_si(duration_s)}",
-        current_range(current_A),
-        _breakloop_if("p", ">", e_max_V) + _breakloop_if("p", "<", e_min_V))
+                    e_min_V: float, e_max_V: float, max_potential_V: float = 3.0) -> list[str]:
+    """Galvanostatic step; the instrument breaks the loop outside [e_min_V, e_max_V]. The vendor's
+    galvanostatic idiom: a ``db`` range for the applied current, an ``ab`` range for the
+    measured potential. Packages: ``eb`` time, ``ab`` measured potential, ``db`` set current."""
+    i, r = format_si(current_A), format_si(current_range(current_A))
+    return ["var c", "var p", "var t", "set_pgstat_chan 0",
+            f"set_pgstat_mode {PGSTAT_MODE_GALVANOSTATIC}",
+            f"set_max_bandwidth {MAX_BANDWIDTH_DC_HZ}",
+            *_potential_ranges(max(abs(e_min_V), abs(e_max_V)), max_potential_V),
+            f"set_range db {r}", f"set_autoranging db {r} {r}", f"set_i {i}", "cell_on",
+            "timer_start",
+            f"meas_loop_cp p c {i} {format_si(interval_s)} {format_si(duration_s)}",
+            *_DC_PACKAGE, *_breakloop_if("p", ">", e_max_V), *_breakloop_if("p", "<", e_min_V),
+            "endloop", "on_finished:", "cell_off"]
 
 
 def build_ca_script(potential_V: float, interval_s: float, duration_s: float,
                     i_max_A: float) -> list[str]:
-    """Potentiostatic step; the instrument breaks the loop beyond +-i_max_A."""
-    e = format_si(potential_V)
-    return _dc_script(
-        PGSTAT_MODE_HIGH_SPEED, f"set_e {e}",
-        f"meas_loop_ca p c {e} {format_si(interval_s)} {format_si(duration_s)}",
-        current_range(i_max_A),
-        _breakloop_if("c", ">", i_max_A) + _breakloop_if("c", "<", -i_max_A))
+    """Potentiostatic step; the instrument breaks the loop beyond +-i_max_A, and a current
+    beyond i_max_A's range reads as an overload. Packages: ``eb``, ``da`` set potential, ``ba``
+    measured current."""
+    e, r = format_si(potential_V), format_si(current_range(i_max_A))
+    return ["var c", "var p", "var t", "set_pgstat_chan 0",
+            f"set_pgstat_mode {PGSTAT_MODE_HIGH_SPEED}",
+            f"set_max_bandwidth {MAX_BANDWIDTH_DC_HZ}", f"set_range_minmax da {e} {e}",
+            f"set_range ba {r}", f"set_autoranging ba {format_si(LOWEST_CURRENT_RANGE_A)} {r}",
+            f"set_e {e}", "cell_on", "timer_start",
+            f"meas_loop_ca p c {e} {format_si(interval_s)} {format_si(duration_s)}",
+            *_DC_PACKAGE, *_breakloop_if("c", ">", i_max_A), *_breakloop_if("c", "<", -i_max_A),
+            "endloop", "on_finished:", "cell_off"]
 
 
-def build_ocp_script(interval_s: float, duration_s: float) -> list[str]:
-    """Open circuit: the cell stays off, packages carry time and potential."""
+def build_ocp_script(interval_s: float, duration_s: float,
+                     max_potential_V: float = 3.0) -> list[str]:
+    """Open circuit: the cell stays off, packages carry time and measured potential ``ab``."""
     return ["var p", "var t", "set_pgstat_chan 0", f"set_pgstat_mode {PGSTAT_MODE_LOW_SPEED}",
-            "cell_off", "timer_start",
+            *_potential_ranges(max_potential_V, max_potential_V), "cell_off", "timer_start",
             f"meas_loop_ocp p {format_si(interval_s)} {format_si(duration_s)}",
             "\ttimer_get t", "\tpck_start", "\tpck_add t", "\tpck_add p", "\tpck_end",
             "endloop"]
 
 
 def build_eis_script(f_start_Hz: float, f_end_Hz: float, n_points: int, amplitude_V: float,
-                     dc_V: float) -> list[str]:
-    """Potentiostatic impedance around dc_V, log-spaced from f_start_Hz to f_end_Hz."""
+                     dc_V: float, max_potential_V: float = 3.0,
+                     max_current_A: float = 0.03) -> list[str]:
+    """Potentiostatic impedance around dc_V, log-spaced from f_start_Hz to f_end_Hz, the current
+    autoranging over every range and the potential range fixed (the vendor's EIS idiom)."""
     e_dc = format_si(dc_V)
+    top_i = format_si(max(r for r in CURRENT_RANGES_A if r <= max(max_current_A, 1e-9)))
+    top_e = format_si(max_potential_V)
     return ["var h", "var r", "var j", "var t", "set_pgstat_chan 0",
             f"set_pgstat_mode {PGSTAT_MODE_HIGH_SPEED}", "set_max_bandwidth 400k",
+            f"set_range_minmax da {e_dc} {e_dc}", f"set_range ba {top_i}",
+            f"set_autoranging ba {format_si(LOWEST_CURRENT_RANGE_A)} {top_i}",
+            f"set_range ab {top_e}", f"set_autoranging ab {top_e} {top_e}",
             f"set_e {e_dc}", "cell_on", "timer_start",
             (f"meas_loop_eis h r j {format_si(amplitude_V)} {format_si(f_start_Hz)} "
              f"{format_si(f_end_Hz)} {n_points} {e_dc}"),
@@ -336,16 +499,29 @@ class _Run:
     interval_s: float = 0.0            # regular loops
     times: list[float] | None = None   # EIS points
     received: int = 0
+    parse: Callable[[str], Any] = parse_sample  # what the step reads from each package
+    missing: int = 0                   # well-formed packages in a row without what it needs
+    step: str = "any"                  # cp, ca, ocp or eis: what a package must carry
+    set_potential_V: float | None = None  # ca: the potential when a package carries none
+
+    def untimed(self, line: str, k: int) -> Any:
+        """Package k (1-based) without the timer: its time is the schedule's."""
+        if self.kind == "eis":
+            return parse_eis_point(line, t_s=self.time_of(k))
+        return sample_from_package(line, self.step, self.set_potential_V, self.time_of(k))
 
     @classmethod
-    def loop(cls, interval_s: float, duration_s: float) -> _Run:
+    def loop(cls, interval_s: float, duration_s: float,
+             parse: Callable[[str], Any] = parse_sample, step: str = "any",
+             set_potential_V: float | None = None) -> _Run:
         """A CP/CA/OCP loop, timed with the numbers as the instrument reads them in the script."""
-        return cls("samples", as_sent(duration_s), as_sent(interval_s))
+        return cls("samples", as_sent(duration_s), as_sent(interval_s), parse=parse,
+                   step=step, set_potential_V=set_potential_V)
 
     @classmethod
     def sweep(cls, f_start_Hz: float, f_end_Hz: float, n_points: int) -> _Run:
         times = eis_point_times(as_sent(f_start_Hz), as_sent(f_end_Hz), n_points)
-        return cls("eis", times[-1], times=times)
+        return cls("eis", times[-1], times=times, parse=parse_eis_point, step="eis")
 
     def due(self, until_s: float) -> int:
         if self.times is not None:
@@ -396,6 +572,8 @@ class EmStat4:
         # packages that could not be parsed: skipped (the stream stays in step), kept here
         # with the reason so the caller can log each one; the caller empties the list
         self.rejected: list[str] = []
+        self.model: str | None = None  # "EmStat4 LR" or "EmStat4 HR", once identified
+        self.resyncs = 0               # how often a lost or garbled reply was recovered from
         self._discard_input()
 
     def __enter__(self) -> Self:
@@ -419,7 +597,9 @@ class EmStat4:
             if not first.startswith("t"):
                 raise InstrumentProtocolError(f"garbled version reply: {first!r}")
             return parse_version(first, self._reply_line())
-        return self._query(ask)
+        firmware = self._query(ask)
+        self.model = model_of(firmware)
+        return firmware
 
     def serial_number(self) -> str:
         """``i``: the instrument's serial number."""
@@ -441,8 +621,9 @@ class EmStat4:
         if not e_min_V < e_max_V:
             raise ValueError(f"safety window [{e_min_V}, {e_max_V}] V is empty")
         _check_timing(interval_s, duration_s)
-        self._start(build_cp_script(current_A, interval_s, duration_s, e_min_V, e_max_V),
-                    _Run.loop(interval_s, duration_s))
+        self._start(build_cp_script(current_A, interval_s, duration_s, e_min_V, e_max_V,
+                                    self.ranges.max_potential_V),
+                    _Run.loop(interval_s, duration_s, parse_cp_sample, "cp"))
 
     def start_potential(self, potential_V: float, interval_s: float, duration_s: float,
                         i_max_A: float) -> None:
@@ -453,13 +634,14 @@ class EmStat4:
             raise ValueError(f"i_max_A must be positive, not {i_max_A}")
         _check_timing(interval_s, duration_s)
         self._start(build_ca_script(potential_V, interval_s, duration_s, i_max_A),
-                    _Run.loop(interval_s, duration_s))
+                    _Run.loop(interval_s, duration_s, ca_sample_parser(as_sent(potential_V)),
+                              "ca", as_sent(potential_V)))
 
     def start_open_circuit(self, interval_s: float, duration_s: float) -> None:
         """Rest at open circuit (OCP), recording the potential."""
         _check_timing(interval_s, duration_s)
-        self._start(build_ocp_script(interval_s, duration_s),
-                    _Run.loop(interval_s, duration_s))
+        self._start(build_ocp_script(interval_s, duration_s, self.ranges.max_potential_V),
+                    _Run.loop(interval_s, duration_s, parse_ocp_sample, "ocp"))
 
     def start_eis(self, f_start_Hz: float, f_end_Hz: float, n_points: int, amplitude_V: float,
                   dc_V: float) -> None:
@@ -472,7 +654,8 @@ class EmStat4:
             raise ValueError(f"EIS amplitude {amplitude_V} V is not in (0, "
                              f"{self.ranges.max_potential_V}] V")
         self._check_potential(dc_V)
-        self._start(build_eis_script(f_start_Hz, f_end_Hz, int(n_points), amplitude_V, dc_V),
+        self._start(build_eis_script(f_start_Hz, f_end_Hz, int(n_points), amplitude_V, dc_V,
+                                     self.ranges.max_potential_V, self.ranges.max_current_A),
                     _Run.sweep(f_start_Hz, f_end_Hz, int(n_points)))
 
     # ---- streaming ---------------------------------------------------------------------------
@@ -480,12 +663,12 @@ class EmStat4:
                      ) -> tuple[list[Sample], bool]:
         """Every package with t <= until_s of the running CP/CA/OCP step, waiting for those due;
         and whether the script has ended. ``greedy`` also takes later packages already here."""
-        return self._stream(until_s, "samples", parse_sample, greedy)
+        return self._stream(until_s, "samples", greedy)
 
     def read_eis(self, until_s: float, *, greedy: bool = False
                  ) -> tuple[list[tuple[float, float, complex]], bool]:
         """The EIS points due by until_s as (t_s, f_Hz, Z' + jZ''), and whether the sweep ended."""
-        return self._stream(until_s, "eis", parse_eis_point, greedy)
+        return self._stream(until_s, "eis", greedy)
 
     def eis(self, frequencies_Hz: Sequence[float], amplitude_V: float,
             dc_V: float | None = None) -> list[tuple[float, complex]]:
@@ -511,21 +694,47 @@ class EmStat4:
     # ---- stopping ----------------------------------------------------------------------------
     def abort(self) -> None:
         """``Z``: stop the running script ('Z', then its '*' and empty line), or nothing was
-        running ('Z!0006'); both are fine."""
+        running ('Z!0006'); both are fine. A garbled reply sends ``Z`` again (at most
+        ``retries`` times); a second silence raises InstrumentTimeout (the port is likely dead)."""
+        timeouts = 0
+        for attempt in range(self.retries + 1):
+            try:
+                self._abort_once()
+                return
+            except InstrumentTimeout as exc:
+                timeouts += 1
+                if timeouts > 1 or attempt == self.retries:
+                    self._run = None
+                    raise
+                log.info("%r: abort again after %s", self, exc)
+            except DeviceError:
+                self._run = None
+                raise
+            except InstrumentProtocolError as exc:
+                if attempt == self.retries:
+                    self._run = None
+                    raise
+                log.info("%r: abort again after %s", self, exc)
+            self.resyncs += 1
+
+    def _abort_once(self) -> None:
         self._send(b"Z\n")
         deadline = time.monotonic() + ABORT_DRAIN_TIMEOUTS * self.timeout_s
         line = self._reply_line()
         while not line.startswith("Z"):   # what the aborted script sent before: dropped
             line = self._reply_line(deadline)
-        self._run = None
         if line == "Z":
             while self._reply_line(deadline) != "":   # the loop's '*', the script's empty line
                 pass
+            self._run = None
             return
         code = error_code(line)
         if code != ERROR_NO_SCRIPT_RUNNING:
-            raise DeviceError(code, line) if code is not None else InstrumentProtocolError(
-                f"garbled abort reply: {line!r}")
+            if code is not None:
+                self._run = None
+                raise DeviceError(code, line)
+            raise InstrumentProtocolError(f"garbled abort reply: {line!r}")
+        self._run = None
 
     def output_off(self) -> None:
         """The safety path: abort what runs, then the output-off script. Retries, works after
@@ -584,24 +793,46 @@ class EmStat4:
 
     # ---- internals: scripts ------------------------------------------------------------------
     def _start(self, lines: list[str], run: _Run) -> None:
-        if self._run is not None:
-            self.abort()
-        self._discard_input()
-        self._run = run  # from here a failure leaves the script "maybe running": output_off aborts
-        self._send(script_bytes(lines))
-        try:
-            self._expect_accepted()
-        except DeviceError:
-            self._run = None   # the script was refused: nothing runs
-            raise
+        """Send a script and see it accepted. A lost or garbled reply leaves it unknown whether
+        the script runs: abort (which drains whatever ran) and send it again, at most
+        ``retries`` times and after at most MAX_SILENCES silences (then the typed error: a
+        port that stays silent is gone, and must not hold the channel for long)."""
+        data = script_bytes(lines)
+        timeouts = 0
+        for attempt in range(self.retries + 1):
+            try:
+                if self._run is not None or attempt:
+                    self.abort()
+                self._discard_input()
+                self._run = run  # from here a failure leaves the script "maybe running"
+                run.received = 0
+                self._send(data)
+                self._expect_accepted()
+                return
+            except DeviceError as exc:
+                self._run = None   # the script was refused: nothing runs
+                if exc.code != ERROR_NO_SCRIPT_RUNNING or attempt == self.retries:
+                    raise          # a script error does not fix itself ('e!0006': one ran)
+            except InstrumentTimeout:
+                timeouts += 1
+                if timeouts > MAX_SILENCES or attempt == self.retries:
+                    raise
+            except InstrumentGone:
+                raise
+            except InstrumentProtocolError:
+                if attempt == self.retries:
+                    raise
+            self.resyncs += 1
+            log.info("%r: script reply lost or garbled; aborting and sending it again", self)
+            time.sleep(_backoff(attempt + 1))
 
     def _expect_accepted(self) -> None:
         line = self._reply_line()
         if parse_line(line).kind != "accepted":
             raise InstrumentProtocolError(f"script not accepted: {line!r}")
 
-    def _stream(self, until_s: float, kind: str, parse: Callable[[str], T],
-                greedy: bool = False) -> tuple[list[T], bool]:
+    def _stream(self, until_s: float, kind: str, greedy: bool = False
+                ) -> tuple[list[Any], bool]:
         """Packages due by until_s (waiting for them), plus those already here when greedy."""
         run = self._run
         if run is None:
@@ -612,10 +843,10 @@ class EmStat4:
             raise ValueError("until_s is NaN")
         due = run.due(until_s + TIME_TOLERANCE_S)       # wait for these (silence -> timeout)
         end_due = until_s + TIME_TOLERANCE_S >= run.end_s  # and for the script's end
-        out: list[T] = []
+        out: list[Any] = []
         while True:
             if run.received < due:
-                self._take_packages(due - run.received, parse, out, run)
+                self._take_packages(due - run.received, out, run)
             if self._next >= len(self._lines) and not self._read_available():
                 if run.received < due or end_due:
                     self._read_blocking()
@@ -625,21 +856,45 @@ class EmStat4:
             if line[:1] == "P":
                 if run.received >= due and not (end_due or greedy):
                     return out, False   # a later call's package
-                self._take_packages(1, parse, out, run)
+                self._take_packages(1, out, run)
                 continue
             self._next += 1
-            if parse_line(line).kind == "script_end":
+            try:
+                event = parse_line(line)
+            except DeviceError:
+                raise
+            except InstrumentProtocolError as exc:   # a garbled line: a package or a marker
+                if len(line) > GARBLED_PACKAGE_MIN:
+                    run.received += 1
+                self.rejected.append(f"{exc}")
+                continue
+            if event.kind == "script_end":
                 self._run = None
                 return out, True
 
-    def _take_packages(self, n: int, parse: Callable[[str], T], out: list[T], run: _Run) -> None:
+    def _take_packages(self, n: int, out: list[Any], run: _Run) -> None:
         """Parse up to n buffered packages into out (the hot loop: keep it lean)."""
-        lines, i = self._lines, self._next
+        lines, i, parse = self._lines, self._next, run.parse
         stop = min(len(lines), i + n)
         j = i
         while j < stop and lines[j][:1] == "P":
             try:
                 out.append(parse(lines[j]))
+                run.missing = 0
+            except MissingVariable as exc:  # cut short on the wire, or what the step lacks
+                if exc.needs == "eb":
+                    try:
+                        out.append(run.untimed(lines[j], run.received + j - i + 1))
+                        run.missing = 0
+                        j += 1
+                        continue
+                    except MissingVariable as again:
+                        exc = again
+                run.missing += 1
+                if run.missing >= MISSING_IN_A_ROW:
+                    self._next = j + 1
+                    raise
+                self.rejected.append(f"{exc}")
             except InstrumentProtocolError as exc:  # a garbled package: skip it, keep the rest
                 self.rejected.append(f"{exc}")
             j += 1

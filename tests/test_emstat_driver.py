@@ -32,8 +32,10 @@ var t
 set_pgstat_chan 0
 set_pgstat_mode 6
 set_max_bandwidth 200
-set_range ba 10m
-set_autoranging ba 10m 10m
+set_range ab 500m
+set_autoranging ab 50m 3
+set_range db 10m
+set_autoranging db 10m 10m
 set_i 1130u
 cell_on
 timer_start
@@ -57,12 +59,12 @@ cell_off
 """
 OUTPUT_OFF = b"e\nset_pgstat_mode 0\ncell_off\n\n"
 ABORT = b"Z\n"
-ACCEPTED_CP = b"e\nM0006\n"
+ACCEPTED_CP = b"e\nM000A\n"
 END = b"*\n\n"
 
 
 def cp_package(t: float, e: float = 0.0213, i: float = 1.13e-3, status: int = 0) -> bytes:
-    return format_package([("eb", t), ("ab", e), ("ba", i)], status).encode() + b"\n"
+    return format_package([("eb", t), ("ab", e), ("db", i)], status).encode() + b"\n"
 
 
 def start_cp(es: EmStat4) -> None:
@@ -155,8 +157,9 @@ var t
 set_pgstat_chan 0
 set_pgstat_mode 3
 set_max_bandwidth 200
+set_range_minmax da -50m -50m
 set_range ba 1m
-set_autoranging ba 1m 1m
+set_autoranging ba 100n 1m
 set_e -50m
 cell_on
 timer_start
@@ -178,7 +181,7 @@ on_finished:
 cell_off
 
 """
-    es, _ = replay([(script, b"e\nM0003\n"), (ABORT, b"Z\n" + END)])
+    es, _ = replay([(script, b"e\nM0007\n"), (ABORT, b"Z\n" + END)])
     es.start_potential(-0.05, interval_s=0.1, duration_s=60, i_max_A=5e-4)
     es.abort()
 
@@ -189,6 +192,8 @@ var p
 var t
 set_pgstat_chan 0
 set_pgstat_mode 2
+set_range ab 3
+set_autoranging ab 50m 3
 cell_off
 timer_start
 meas_loop_ocp p 500m 2
@@ -202,7 +207,7 @@ endloop
 """
     packages = b"".join(format_package([("eb", t), ("ab", 2.71)]).encode() + b"\n"
                         for t in (0.5, 1.0, 1.5, 2.0))
-    es, _ = replay([(script, b"e\nM0002\n" + packages + END)])
+    es, _ = replay([(script, b"e\nM000B\n" + packages + END)])
     es.start_open_circuit(interval_s=0.5, duration_s=2)
     samples, ended = es.read_samples(math.inf)
     assert ended
@@ -218,6 +223,11 @@ var t
 set_pgstat_chan 0
 set_pgstat_mode 3
 set_max_bandwidth 400k
+set_range_minmax da 0 0
+set_range ba 10m
+set_autoranging ba 100n 10m
+set_range ab 3
+set_autoranging ab 3 3
 set_e 0
 cell_on
 timer_start
@@ -244,7 +254,7 @@ def eis_package(t: float, f: float) -> bytes:
 def test_eis_streams_points_on_the_sweep_schedule(replay: Make) -> None:
     # 10 kHz .. 1 Hz, 5 points; each takes max(1 s, 3 periods): due at 1, 2, 3, 4 and 7 s
     points = [(1, 1e4), (2, 1e3), (3, 100), (4, 10), (7, 1)]
-    reply = b"e\nM0009\n" + b"".join(eis_package(t, f) for t, f in points) + END
+    reply = b"e\nM000D\n" + b"".join(eis_package(t, f) for t, f in points) + END
     es, _ = replay([(EIS_SCRIPT, reply)])
     es.start_eis(1e4, 1.0, 5, amplitude_V=0.01, dc_V=0.0)
     first, ended = es.read_eis(3.5)
@@ -258,11 +268,12 @@ def test_eis_convenience_measures_at_open_circuit_first(replay: Make) -> None:
     ocp = b"".join(format_package([("eb", t), ("ab", 0.0123)]).encode() + b"\n"
                    for t in (0.25, 0.5, 0.75, 1.0))
     eis = EIS_SCRIPT.replace(b"set_e 0", b"set_e 12300u").replace(
+        b"set_range_minmax da 0 0", b"set_range_minmax da 12300u 12300u").replace(
         b"10m 10000 1 5 0\n", b"5m 10000 100 3 12300u\n")
     points = [(1, 1e4), (2, 1e3), (3, 100)]
     es, _ = replay([
-        (b"e\n" + b"\n".join(_ocp_lines()) + b"\n\n", b"e\nM0002\n" + ocp + END),
-        (eis, b"e\nM0009\n" + b"".join(eis_package(t, f) for t, f in points) + END),
+        (b"e\n" + b"\n".join(_ocp_lines()) + b"\n\n", b"e\nM000B\n" + ocp + END),
+        (eis, b"e\nM000D\n" + b"".join(eis_package(t, f) for t, f in points) + END),
     ])
     spectrum = es.eis([1e4, 1e3, 100], amplitude_V=0.005)
     assert [f for f, _ in spectrum] == [1e4, 1e3, 100]
@@ -270,7 +281,8 @@ def test_eis_convenience_measures_at_open_circuit_first(replay: Make) -> None:
 
 
 def _ocp_lines() -> list[bytes]:
-    return [b"var p", b"var t", b"set_pgstat_chan 0", b"set_pgstat_mode 2", b"cell_off",
+    return [b"var p", b"var t", b"set_pgstat_chan 0", b"set_pgstat_mode 2",
+            b"set_range ab 3", b"set_autoranging ab 50m 3", b"cell_off",
             b"timer_start", b"meas_loop_ocp p 250m 1", b"\ttimer_get t", b"\tpck_start",
             b"\tpck_add t", b"\tpck_add p", b"\tpck_end", b"endloop"]
 

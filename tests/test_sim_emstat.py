@@ -20,8 +20,10 @@ from drivers.methodscript import (
 )
 from rig.clock import RealClock, VirtualClock
 from rig.sim.cell import PRESETS, NaCell
+from rig.sim.mscript import ERR_UNEXPECTED_CHAR, ERR_UNEXPECTED_END
 from rig.sim.emstat import (
     ERR_BAD_ARGUMENT,
+    ERR_BAD_LITERAL,
     ERR_BAD_STRUCTURE,
     ERR_BUSY,
     ERR_UNKNOWN_COMMAND,
@@ -183,7 +185,7 @@ def test_cp_packages_arrive_at_multiples_of_interval_with_sign_of_current(
 ) -> None:
     sim, ser = sym
     for current in (I_1MA_CM2, -I_1MA_CM2):
-        start_accepted(ser, cp_script(current, 1.0, 10.0), "M0006")
+        start_accepted(ser, cp_script(current, 1.0, 10.0), "M000A")
         assert sim.output_on
         clock.advance(5.0)
         first = [parse_package(read_line(ser)) for _ in range(5)]
@@ -193,7 +195,7 @@ def test_cp_packages_arrive_at_multiples_of_interval_with_sign_of_current(
         assert rest[-2:] == ["*", ""]
         assert [p["eb"] for p in pkgs] == pytest.approx([1.0 * k for k in range(1, 11)])
         for p in pkgs:
-            assert p["ba"] == pytest.approx(current)
+            assert p["db"] == pytest.approx(current), "CP packages carry the set current (db)"
             assert p["ab"] * current > 0, "E has the sign of I"
             assert 0.005 < abs(p["ab"]) < 0.1, "tens of mV for glyme at 1 mA/cm^2"
         assert not sim.output_on and not sim.running
@@ -203,7 +205,7 @@ def test_packages_due_only_when_time_has_come(
     sym: tuple[SimulatedEmStat4, serial.Serial], clock: VirtualClock,
 ) -> None:
     _, ser = sym
-    start_accepted(ser, cp_script(I_1MA_CM2, 0.1, 1.0), "M0006")
+    start_accepted(ser, cp_script(I_1MA_CM2, 0.1, 1.0), "M000A")
     clock.advance(0.25)
     assert [parse_package(read_line(ser))["eb"] for _ in range(2)] == pytest.approx([0.1, 0.2])
     ser.timeout = 0.1
@@ -219,7 +221,7 @@ def test_duration_not_a_multiple_of_interval_ends_with_a_package_at_duration(
     sym: tuple[SimulatedEmStat4, serial.Serial], clock: VirtualClock,
 ) -> None:
     _, ser = sym
-    start_accepted(ser, cp_script(I_1MA_CM2, 2.0, 5.0), "M0006")
+    start_accepted(ser, cp_script(I_1MA_CM2, 2.0, 5.0), "M000A")
     clock.advance(10.0)
     assert [p["eb"] for p in packages(read_until_end(ser))] == pytest.approx([2.0, 4.0, 5.0])
 
@@ -229,7 +231,7 @@ def test_potential_cutoff_ends_stripping_from_bare_copper_at_first_package_above
 ) -> None:
     sim, ser = open_sim(glyme_cell("na_cu", seed=0), clock)
     try:
-        start_accepted(ser, cp_script(I_1MA_CM2, 1.0, 3600.0, e_max_V=1.0), "M0006")
+        start_accepted(ser, cp_script(I_1MA_CM2, 1.0, 3600.0, e_max_V=1.0), "M000A")
         clock.advance(3600.0)
         lines = read_until_end(ser)
         pkgs = packages(lines)
@@ -247,7 +249,7 @@ def test_ocp_packages_carry_time_and_potential_only(
     sym: tuple[SimulatedEmStat4, serial.Serial], clock: VirtualClock,
 ) -> None:
     sim, ser = sym
-    start_accepted(ser, ocp_script(10.0, 60.0), "M0002")
+    start_accepted(ser, ocp_script(10.0, 60.0), "M000B")
     assert not sim.output_on
     clock.advance(60.0)
     lines = read_until_end(ser)
@@ -262,7 +264,7 @@ def test_eis_sweeps_down_in_frequency_with_positive_real_impedance(
     sym: tuple[SimulatedEmStat4, serial.Serial], clock: VirtualClock,
 ) -> None:
     sim, ser = sym
-    start_accepted(ser, eis_script(100e3, 0.1, 19), "M0009")
+    start_accepted(ser, eis_script(100e3, 0.1, 19), "M000D")
     assert sim.output_on
     clock.advance(200.0)
     lines = read_until_end(ser)
@@ -280,7 +282,7 @@ def test_abort_replies_and_switches_the_output_off(
     sym: tuple[SimulatedEmStat4, serial.Serial], clock: VirtualClock,
 ) -> None:
     sim, ser = sym
-    start_accepted(ser, cp_script(I_1MA_CM2, 1.0, 3600.0), "M0006")
+    start_accepted(ser, cp_script(I_1MA_CM2, 1.0, 3600.0), "M000A")
     clock.advance(2.5)
     assert [parse_package(read_line(ser))["eb"] for _ in range(2)] == pytest.approx([1.0, 2.0])
     ser.write(b"Z\n")
@@ -324,12 +326,12 @@ def test_output_left_on_keeps_driving_the_cell(
 
 @pytest.mark.parametrize(("script", "code"), [
     ("var p\nfrobnicate p\n", ERR_UNKNOWN_SCRIPT_COMMAND),
-    ("set_pgstat_mode 6\nset_i 1.5m\n", ERR_BAD_ARGUMENT),  # not <int><prefix>
+    ("set_pgstat_mode 6\nset_i 1.5m\n", ERR_BAD_LITERAL),  # not <int><prefix>
     ("set_pgstat_mode 6\nset_i 1\n", ERR_BAD_ARGUMENT),  # 1 A: beyond the LR's 30 mA
-    ("set_pgstat_mode 6\nset_i\n", ERR_BAD_ARGUMENT),
+    ("set_pgstat_mode 6\nset_i\n", ERR_UNEXPECTED_CHAR),  # the argument is missing
     ("set_pgstat_mode 6\nmeas_loop_cp p c 1m 1 10\nendloop\n", ERR_UNKNOWN_VARIABLE),
     ("var p\nvar c\nset_pgstat_mode 3\nmeas_loop_cp p c 1m 1 10\nendloop\n", ERR_WRONG_MODE),
-    ("var p\nvar c\nset_pgstat_mode 6\nmeas_loop_cp p c 1m 1 10\n", ERR_BAD_STRUCTURE),
+    ("var p\nvar c\nset_pgstat_mode 6\nmeas_loop_cp p c 1m 1 10\n", ERR_UNEXPECTED_END),
     ("var p\nset_pgstat_mode 2\nmeas_loop_ocp p 1 10\n\tendif\nendloop\n", ERR_BAD_STRUCTURE),
     ("var p\nvar x\nset_pgstat_mode 2\nmeas_loop_ocp p 1 10\n\tif x > 1\n\tendif\nendloop\n",
      ERR_UNKNOWN_VARIABLE),  # x never gets a value
@@ -349,8 +351,8 @@ def test_unknown_host_command_and_second_script_are_refused(
 ) -> None:
     _, ser = sym
     ser.write(b"x\n")
-    assert read_line(ser) == f"!{ERR_UNKNOWN_COMMAND:04X}"
-    start_accepted(ser, ocp_script(1.0, 100.0), "M0002")
+    assert read_line(ser) == f"x!{ERR_UNKNOWN_COMMAND:04X}"
+    start_accepted(ser, ocp_script(1.0, 100.0), "M000B")
     send_script(ser, ocp_script(1.0, 100.0))
     assert error_code(read_line(ser)) == ERR_BUSY
 
@@ -358,13 +360,14 @@ def test_unknown_host_command_and_second_script_are_refused(
 def test_potential_beyond_compliance_is_clamped_and_flagged_overload(clock: VirtualClock) -> None:
     sim, ser = open_sim(glyme_cell("na_cu"), clock)  # bare copper at 10 mA: above 3 V
     try:
-        start_accepted(ser, cp_script(10e-3, 1.0, 3.0, e_max_V=3.0), "M0006")
+        start_accepted(ser, cp_script(10e-3, 1.0, 3.0, e_max_V=3.0), "M000A")
         clock.advance(3.0)
         pkgs = [parse_package_variables(x) for x in read_until_end(ser) if x.startswith("P")]
         assert len(pkgs) == 3
         for _, potential, current in pkgs:
             assert potential.value == 3.0
-            assert potential.status & STATUS_OVERLOAD and current.status & STATUS_OVERLOAD
+            # the measured potential says so; the set current (db) carries no status
+            assert potential.status & STATUS_OVERLOAD and current.type == "db"
     finally:
         ser.close()
         sim.close()
@@ -375,7 +378,7 @@ def test_real_clock_pump_thread_delivers_packages_in_wall_time() -> None:
     sim, ser = open_sim(glyme_cell("symmetric", seed=2), clock)
     try:
         t0 = time.monotonic()
-        start_accepted(ser, cp_script(I_1MA_CM2, 1.0, 200.0), "M0006")
+        start_accepted(ser, cp_script(I_1MA_CM2, 1.0, 200.0), "M000A")
         lines = read_until_end(ser)  # 200 s of clock time: 0.2 s of wall time
         wall = time.monotonic() - t0
         assert [p["eb"] for p in packages(lines)] == pytest.approx(list(range(1, 201)))

@@ -1,7 +1,8 @@
 """A simulated PalmSens EmStat4 LR that serves MethodSCRIPT on a pseudo-terminal.
 
-It speaks exactly the dialect of ``docs/methodscript.md`` (the same page the production driver
-``drivers/emstat.py`` follows) and measures a cell model (``rig.sim.cell.NaCell``)::
+It runs the MethodSCRIPT dialect of PalmSens's own example scripts (the language is compiled by
+``rig.sim.mscript``; docs/methodscript.md lists it) and measures a cell model
+(``rig.sim.cell.NaCell``)::
 
     with SimulatedEmStat4(NaCell(), clock) as sim:
         ser = serial.Serial(sim.port, timeout=1)
@@ -20,41 +21,36 @@ fd, so the clock's jump, which runs in the asyncio event-loop thread, never bloc
 buffer: it only puts one item on a queue.
 
 Time: the pump. Measurements are produced by ``pump(now)``, never by sleeping. A script accepted at
-clock time ``t0`` owes package k at ``t0 + t_k``; ``pump(now)`` produces every package with
-``t0 + t_k <= now`` (within ``EPS_S``), advancing the cell interval by interval, evaluating the
-script's ``if ... breakloop`` on the new values, and ending the loop (``*``, ``on_finished:``, the
-empty line) when a condition holds or the duration is reached. All output of one pump call is one
-queue item. On a ``VirtualClock`` the clock calls ``pump`` on every jump, before any sleeper wakes
-(``start()`` registers it with ``clock.add_pump``). On a ``RealClock`` (also accelerated, for
-``rig sim serve``) a pump thread calls ``pump(clock.now())`` when the next package is due
-(and at least every ``PUMP_PERIOD_S`` of wall time).
+clock time ``t0`` runs its instructions (which take no instrument time) until a measurement loop
+or a ``wait``; loop package k is owed at ``t_loop + t_k``. ``pump(now)`` produces every package
+due by ``now`` (within ``EPS_S``), advancing the cell interval by interval, running the loop body
+(``if``, ``breakloop``, arithmetic, ``pck_*``) on the new values, ending the loop (``*``) when a
+``breakloop`` runs or the run time is over, and the script (``on_finished:``, the empty line) at
+its end. All output of one pump call is one queue item. On a ``VirtualClock`` the clock calls
+``pump`` on every jump, before any sleeper wakes (``start()`` registers it with
+``clock.add_pump``). On a ``RealClock`` (also accelerated, for ``rig sim serve``) a pump thread
+calls ``pump(clock.now())`` when the next package is due (and at least every ``PUMP_PERIOD_S``).
 Between scripts the cell keeps living: at open circuit, or held at the last set current/potential
 while the output is still on (a script that never switches the cell off keeps driving it).
 
 One ``threading.Lock`` guards all instrument state (script, cell, output); replies and packages
 are queued under it, so the order on the wire is the order of events.
 
-Error codes (``!XXXX``; only 0006 is named by the protocol page, the others are this simulator's
-choice; an error on a script means the script was not run, and nothing but the code is sent):
+Packages carry what the firmware's do: the variable types each loop stores (CA: applied
+potential ``da``, measured current ``ba``; CP: measured potential ``ab``, applied current
+``db``; EIS: ``dc`` ``cc`` ``cd``; see ``rig.sim.mscript.LOOP_TYPES``), and on each measured
+variable its status and range metadata (``ba48D503Dp,10,218``). Ranges act: the script's
+``set_range``/``set_autoranging`` choose which ranges a measured variable may use (all of them by
+default); a value beyond the highest allowed range is clamped to its full scale and flagged
+overload (status ``2``); an applied current beyond its ``db`` range is clamped, and flagged.
 
-====  ===========================================================================
-0001  unknown host command (a line that is not ``t``, ``i``, ``e`` or ``Z``)
-0002  unknown script command (anything outside the subset of docs/methodscript.md)
-0003  bad argument: wrong count, not an ``<int><SI prefix>`` number, out of range
-0004  undeclared variable, or a variable used before anything gives it a value
-0005  bad structure: block not closed, ``endif`` without ``if``, a command misplaced
-0006  ``Z`` while no script runs (sent as ``Z!0006``)
-0007  ``e`` while a script is still running
-0008  wrong pgstat mode (``cell_on`` in mode 0, ``meas_loop_cp`` outside mode 6, ...)
-0009  the cell model raised: the running script ends (``*``, on_finished, empty line) and the
-      exception is logged; the pump never lets it reach the clock, which would stall
-====  ===========================================================================
-
-Limits (EmStat4 LR): |E| <= 3 V, |I| <= 30 mA, EIS 10 uHz..200 kHz and <= 1000 points; loop
-intervals from 1 ms (arguments beyond these get 0003). A measured value beyond |E| or |I| is
-clamped and its package carries the overload status (``,12`` metadata on every variable).
-Our choices where the protocol page leaves the bytes open: ``t`` answers ``FIRMWARE_REPLY``; a loop
-starts with ``M0002`` (OCP), ``M0003`` (CA), ``M0006`` (CP) or ``M0009`` (EIS).
+Host commands: ``t`` (firmware, two lines), ``i`` (serial number), ``v`` (MethodSCRIPT version),
+``e`` (a script; ``e`` when accepted, ``e!XXXX: Line L, Col C`` when refused), ``Z`` (abort:
+``Z``, or ``Z!0006`` when nothing runs) and the empty line (answered by an empty line). Any other
+line gets its first character and ``!0003``. Codes are the vendor's (``rig.sim.mscript``).
+A runtime error (an argument out of range once a variable's value is known, a division by zero,
+the cell model raising) sends ``!XXXX: Line L`` and ends the script (``*`` if a loop ran,
+on_finished, the empty line).
 
 Faults (``FaultProfile``, seeded): a host command may get no reply (it is dropped, as if lost on
 the wire: the host times out), an output line may be garbled (one character replaced by ``?``), a
@@ -72,50 +68,88 @@ import operator
 import os
 import queue
 import random
-import re
 import select
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from drivers.methodscript import STATUS_OVERLOAD, format_package, parse_si
+from drivers.methodscript import STATUS_OVERLOAD, encode_value
 from rig.clock import Clock
 from rig.sim.pty import open_pty
+from rig.sim.mscript import (  # noqa: F401  (re-exported for tests and tools)
+    ERR_COMM_MODE,
+    ERR_DIVIDE_BY_ZERO,
+    ERR_NAN,
+    ERR_OUT_OF_BOUNDS,
+    ERR_SCRIPT_UNKNOWN,
+    ERR_TIMEOUT,
+    ERR_UNKNOWN_COMMAND,
+    ERR_UNSPECIFIED,
+    GALVANOSTATIC,
+    LOOP_IDS,
+    MAX_CURRENT_A,
+    MAX_POTENTIAL_V,
+    MEASURED,
+    OP_ARITH,
+    OP_BODY_TIMER,
+    OP_BREAK,
+    OP_CELL,
+    OP_COPY,
+    OP_JUMP,
+    OP_MEAS,
+    OP_MODE,
+    OP_OUT,
+    OP_PCK,
+    OP_RANGE,
+    OP_SET_E,
+    OP_SET_I,
+    OP_STORE,
+    OP_TEXT,
+    OP_TIMER_GET,
+    OP_TIMER_START,
+    OP_UNLESS,
+    OP_WAIT,
+    RANGE_TABLES,
+    Loop,
+    Program,
+    ScriptError,
+    build_loop,
+    compile_script,
+    eis_frequencies,
+    eis_schedule,
+    full_scale,
+    range_for,
+)
+from rig.sim.mscript import (
+    ERR_LITERAL as ERR_BAD_LITERAL,  # noqa: F401
+)
+from rig.sim.mscript import (
+    ERR_SCOPE as ERR_BAD_STRUCTURE,  # noqa: F401
+)
+from rig.sim.mscript import (
+    ERR_UNDECLARED as ERR_UNKNOWN_VARIABLE,  # noqa: F401
+)
+from rig.sim.mscript import (
+    ERR_WRONG_MODE,  # noqa: F401
+)
 
-ERR_UNKNOWN_COMMAND = 0x0001
-ERR_UNKNOWN_SCRIPT_COMMAND = 0x0002
-ERR_BAD_ARGUMENT = 0x0003
-ERR_UNKNOWN_VARIABLE = 0x0004
-ERR_BAD_STRUCTURE = 0x0005
-ERR_NOT_RUNNING = 0x0006
-ERR_BUSY = 0x0007
-ERR_WRONG_MODE = 0x0008
-ERR_INTERNAL = 0x0009
+ERR_NOT_RUNNING = ERR_COMM_MODE   # `Z` with nothing running: `Z!0006`
+ERR_BUSY = ERR_COMM_MODE          # `e` while a script runs: `e!0006`
+ERR_UNKNOWN_SCRIPT_COMMAND = ERR_SCRIPT_UNKNOWN
+ERR_BAD_ARGUMENT = ERR_OUT_OF_BOUNDS
+ERR_INTERNAL = ERR_UNSPECIFIED
 
 log = logging.getLogger(__name__)
+_TRUEDIV = operator.truediv
 
 FIRMWARE_REPLY = "tes4_lr#narig-sim\nR1.0*\n"  # reply to `t`: device prefix, build text, version
-MAX_POTENTIAL_V = 3.0
-MAX_CURRENT_A = 0.03
-MAX_FREQUENCY_HZ = 200e3
-MIN_FREQUENCY_HZ = 1e-5
-MAX_EIS_POINTS = 1000
+MSCRIPT_VERSION_REPLY = "v01.08.00"           # reply to `v`: the MethodSCRIPT version
 MAX_LINE_BYTES = 4096  # a longer host line without newline is dropped as one bad command
 EPS_S = 1e-6  # a package is due when t0 + t_k <= now + EPS_S (clock float resolution ~0.2 us)
 PUMP_PERIOD_S = 0.1  # longest wall-time sleep of the pump thread on a real clock
-GALVANOSTATIC = 6
-POTENTIOSTATIC_MODES = (2, 3, 4)
-PGSTAT_MODES = (0, 2, 3, 4, 6)
-LOOP_IDS = {"ocp": 0x0002, "ca": 0x0003, "cp": 0x0006, "eis": 0x0009}  # the 4 hex after `M`
-_LOOP_TYPES = {"cp": ("ab", "ba"), "ca": ("ab", "ba"), "ocp": ("ab",), "eis": ("dc", "cc", "cd")}
-_LOOP_NUMBERS = {"cp": 3, "ca": 3, "ocp": 2, "eis": 5}
-_COMPARE: dict[str, Callable[[float, float], bool]] = {
-    ">": operator.gt, "<": operator.lt, ">=": operator.ge, "<=": operator.le,
-    "==": operator.eq, "!=": operator.ne,
-}
-_VAR_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+MAX_STEPS_WITHOUT_TIME = 100_000  # a script spinning this long without a loop or wait: !4020
 
 
 class Cell(Protocol):
@@ -142,316 +176,9 @@ class FaultProfile:
     seed: int = 0
 
 
-class ScriptError(Exception):
-    """A script the simulator refuses; ``code`` is what goes on the wire as ``!XXXX``."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(f"!{code:04X}: {message}")
-        self.code = code
-
-
-# ---------------------------------------------------------------- the compiled script
-
-# Top-level operations (tuples) and loop-body operations.
-OP_MODE, OP_CELL, OP_TIMER_START, OP_TIMER_GET, OP_SET_I, OP_SET_E = range(6)
-B_PCK, B_TIMER, B_IF, B_BREAK = range(4)
-TIMER_SLOT = 0  # register holding the timer value at the current package
-
-
-@dataclass
-class _Loop:
-    kind: str  # cp | ca | ocp | eis
-    slots: tuple[int, ...]  # the registers the loop writes, in the order of its variables
-    setpoint: float  # I (cp), E (ca), E_dc (eis); 0 for ocp
-    interval: float = 0.0
-    duration: float = 0.0
-    frequencies: tuple[float, ...] = ()
-    eis_times: tuple[float, ...] = ()  # end of each EIS point, relative to the loop start
-    body: list[tuple[Any, ...]] = field(default_factory=list)
-
-
-@dataclass
-class _Program:
-    main: list[tuple[Any, ...] | _Loop]
-    finished: list[tuple[Any, ...]]
-    n_registers: int
-
-
-class _Parser:
-    """Lines of one script -> _Program, or ScriptError. Mode is tracked statically."""
-
-    def __init__(self, mode: int) -> None:
-        self.mode = mode
-        self.slots: dict[str, int] = {}
-        self.types: dict[int, str] = {}
-        self.main: list[tuple[Any, ...] | _Loop] = []
-        self.finished: list[tuple[Any, ...]] = []
-        self.in_finished = False
-        self.loop: _Loop | None = None
-        self.blocks: list[list[tuple[Any, ...]]] = []  # open bodies: loop body, then ifs
-        self.pck: list[tuple[str, int]] | None = None
-
-    def parse(self, lines: Sequence[str]) -> _Program:
-        for line in lines:
-            words = line.split()
-            if words:
-                self.statement(words[0], words[1:])
-        if self.loop is not None or self.pck is not None:
-            raise ScriptError(ERR_BAD_STRUCTURE, "script ends inside a loop or package")
-        return _Program(self.main, self.finished, len(self.slots) + 1)
-
-    def statement(self, name: str, args: list[str]) -> None:
-        if self.loop is not None:
-            handler = _BODY_COMMANDS.get(name)
-        else:
-            handler = _TOP_COMMANDS.get(name)
-        if handler is None:
-            known = name in _BODY_COMMANDS or name in _TOP_COMMANDS
-            code = ERR_BAD_STRUCTURE if known else ERR_UNKNOWN_SCRIPT_COMMAND
-            raise ScriptError(code, f"{name!r} not allowed here" if known else f"unknown {name!r}")
-        handler(self, args)
-
-    # --- helpers
-    def emit(self, op: tuple[Any, ...]) -> None:
-        (self.finished if self.in_finished else self.main).append(op)
-
-    def var(self, name: str, typed: bool = False) -> int:
-        slot = self.slots.get(name)
-        if slot is None:
-            raise ScriptError(ERR_UNKNOWN_VARIABLE, f"variable {name!r} not declared")
-        if typed and slot not in self.types:
-            raise ScriptError(ERR_UNKNOWN_VARIABLE, f"variable {name!r} has no value")
-        return slot
-
-    # --- top-level commands
-    def c_var(self, args: list[str]) -> None:
-        _nargs(args, 1)
-        if not _VAR_NAME.match(args[0]) or args[0] in self.slots:
-            raise ScriptError(ERR_BAD_ARGUMENT, f"bad or repeated variable name {args[0]!r}")
-        self.slots[args[0]] = len(self.slots) + 1
-
-    def c_chan(self, args: list[str]) -> None:
-        _nargs(args, 1)
-        if _number(args[0]) != 0:
-            raise ScriptError(ERR_BAD_ARGUMENT, "the EmStat4 has channel 0 only")
-
-    def c_mode(self, args: list[str]) -> None:
-        _nargs(args, 1)
-        mode = _number(args[0])
-        if mode not in PGSTAT_MODES:
-            raise ScriptError(ERR_BAD_ARGUMENT, f"pgstat mode {args[0]}")
-        self.mode = int(mode)
-        self.emit((OP_MODE, self.mode))
-
-    def c_bandwidth(self, args: list[str]) -> None:
-        _nargs(args, 1)
-        _bounded(args[0], 1e-3, 1e7)
-
-    def c_range(self, args: list[str]) -> None:
-        _nargs(args, 2)
-        _range_value(args[0], args[1])
-
-    def c_autoranging(self, args: list[str]) -> None:
-        _nargs(args, 3)
-        _range_value(args[0], args[1])
-        _range_value(args[0], args[2])
-
-    def c_set_e(self, args: list[str]) -> None:
-        _nargs(args, 1)
-        self.emit((OP_SET_E, _bounded(args[0], -MAX_POTENTIAL_V, MAX_POTENTIAL_V)))
-
-    def c_set_i(self, args: list[str]) -> None:
-        _nargs(args, 1)
-        self.emit((OP_SET_I, _bounded(args[0], -MAX_CURRENT_A, MAX_CURRENT_A)))
-
-    def c_cell_on(self, args: list[str]) -> None:
-        _nargs(args, 0)
-        if self.mode == 0:
-            raise ScriptError(ERR_WRONG_MODE, "cell_on in pgstat mode 0")
-        self.emit((OP_CELL, True))
-
-    def c_cell_off(self, args: list[str]) -> None:
-        _nargs(args, 0)
-        self.emit((OP_CELL, False))
-
-    def c_timer_start(self, args: list[str]) -> None:
-        _nargs(args, 0)
-        self.emit((OP_TIMER_START,))
-
-    def c_timer_get(self, args: list[str]) -> None:
-        _nargs(args, 1)
-        slot = self.var(args[0])
-        self.types[slot] = "eb"
-        if self.loop is not None:
-            self.blocks[-1].append((B_TIMER, slot))
-        else:
-            self.emit((OP_TIMER_GET, slot))
-
-    def c_on_finished(self, args: list[str]) -> None:
-        _nargs(args, 0)
-        if self.in_finished:
-            raise ScriptError(ERR_BAD_STRUCTURE, "second on_finished:")
-        self.in_finished = True
-
-    def c_loop(self, kind: str, args: list[str]) -> None:
-        if self.in_finished:
-            raise ScriptError(ERR_BAD_STRUCTURE, "measurement loop in on_finished:")
-        n_vars = len(_LOOP_TYPES[kind])
-        _nargs(args, n_vars + _LOOP_NUMBERS[kind])
-        self.check_loop_mode(kind)
-        slots = tuple(self.var(name) for name in args[:n_vars])
-        loop = _LOOP_BUILDERS[kind](slots, args[n_vars:])
-        for slot, vtype in zip(slots, _LOOP_TYPES[kind]):
-            self.types[slot] = vtype
-        self.main.append(loop)
-        self.loop, self.blocks = loop, [loop.body]
-
-    def check_loop_mode(self, kind: str) -> None:
-        if kind == "cp" and self.mode != GALVANOSTATIC:
-            raise ScriptError(ERR_WRONG_MODE, "meas_loop_cp needs set_pgstat_mode 6")
-        if kind in ("ca", "eis") and self.mode not in POTENTIOSTATIC_MODES:
-            raise ScriptError(ERR_WRONG_MODE, f"meas_loop_{kind} needs pgstat mode 2, 3 or 4")
-
-    # --- loop-body commands
-    def c_pck_start(self, args: list[str]) -> None:
-        _nargs(args, 0)
-        if self.pck is not None:
-            raise ScriptError(ERR_BAD_STRUCTURE, "pck_start inside a package")
-        self.pck = []
-
-    def c_pck_add(self, args: list[str]) -> None:
-        _nargs(args, 1)
-        if self.pck is None:
-            raise ScriptError(ERR_BAD_STRUCTURE, "pck_add outside pck_start/pck_end")
-        slot = self.var(args[0], typed=True)
-        self.pck.append((self.types[slot], slot))
-
-    def c_pck_end(self, args: list[str]) -> None:
-        _nargs(args, 0)
-        if not self.pck:
-            raise ScriptError(ERR_BAD_STRUCTURE, "pck_end without a started, non-empty package")
-        self.blocks[-1].append((B_PCK, tuple(self.pck)))
-        self.pck = None
-
-    def c_if(self, args: list[str]) -> None:
-        _nargs(args, 3)
-        left = self.var(args[0], typed=True)
-        compare = _COMPARE.get(args[1])
-        if compare is None:
-            raise ScriptError(ERR_BAD_ARGUMENT, f"comparison {args[1]!r}")
-        if args[2] in self.slots:
-            right_slot, constant = self.var(args[2], typed=True), 0.0
-        else:
-            right_slot, constant = -1, _number(args[2])
-        body: list[tuple[Any, ...]] = []
-        self.blocks[-1].append((B_IF, left, compare, constant, right_slot, body))
-        self.blocks.append(body)
-
-    def c_endif(self, args: list[str]) -> None:
-        _nargs(args, 0)
-        if len(self.blocks) < 2:
-            raise ScriptError(ERR_BAD_STRUCTURE, "endif without if")
-        self.blocks.pop()
-
-    def c_breakloop(self, args: list[str]) -> None:
-        _nargs(args, 0)
-        self.blocks[-1].append((B_BREAK,))
-
-    def c_endloop(self, args: list[str]) -> None:
-        _nargs(args, 0)
-        if len(self.blocks) != 1 or self.pck is not None:
-            raise ScriptError(ERR_BAD_STRUCTURE, "endloop inside an if or a package")
-        self.loop, self.blocks = None, []
-
-
-def _nargs(args: list[str], n: int) -> None:
-    if len(args) != n:
-        raise ScriptError(ERR_BAD_ARGUMENT, f"expected {n} arguments, got {len(args)}")
-
-
-def _number(text: str) -> float:
-    try:
-        return parse_si(text)
-    except (ValueError, KeyError):
-        raise ScriptError(ERR_BAD_ARGUMENT, f"not a number: {text!r}") from None
-
-
-def _bounded(text: str, low: float, high: float) -> float:
-    value = _number(text)
-    if not low <= value <= high:
-        raise ScriptError(ERR_BAD_ARGUMENT, f"{text} outside [{low:g}, {high:g}]")
-    return value
-
-
-def _range_value(vtype: str, text: str) -> float:
-    limits = {"ba": MAX_CURRENT_A, "ab": MAX_POTENTIAL_V}
-    if vtype not in limits:
-        raise ScriptError(ERR_BAD_ARGUMENT, f"no range for variable type {vtype!r}")
-    return _bounded(text, 0.0, limits[vtype])
-
-
-def _timed_loop(kind: str, limit: float) -> Callable[[tuple[int, ...], list[str]], _Loop]:
-    def build(slots: tuple[int, ...], numbers: list[str]) -> _Loop:
-        setpoint = _bounded(numbers[0], -limit, limit) if limit else 0.0
-        interval = _bounded(numbers[-2], 1e-3, 1e6)
-        duration = _bounded(numbers[-1], 1e-3, 1e9)
-        return _Loop(kind, slots, setpoint, interval, duration)
-
-    return build
-
-
-def _eis_loop(slots: tuple[int, ...], numbers: list[str]) -> _Loop:
-    _bounded(numbers[0], 1e-6, MAX_POTENTIAL_V)  # E_ac
-    f_start = _bounded(numbers[1], MIN_FREQUENCY_HZ, MAX_FREQUENCY_HZ)
-    f_end = _bounded(numbers[2], MIN_FREQUENCY_HZ, MAX_FREQUENCY_HZ)
-    n = _bounded(numbers[3], 1, MAX_EIS_POINTS)
-    if n != int(n):
-        raise ScriptError(ERR_BAD_ARGUMENT, f"n_points {numbers[3]!r}")
-    e_dc = _bounded(numbers[4], -MAX_POTENTIAL_V, MAX_POTENTIAL_V)
-    freqs = eis_frequencies(f_start, f_end, int(n))
-    return _Loop("eis", slots, e_dc, frequencies=freqs, eis_times=eis_schedule(freqs))
-
-
-def eis_frequencies(f_start: float, f_end: float, n_points: int) -> tuple[float, ...]:
-    """Log-spaced, both ends included: ``eis_frequencies(100, 1, 3) -> (100.0, 10.0, 1.0)``."""
-    if n_points == 1:
-        return (f_start,)
-    ratio = f_end / f_start
-    return tuple(f_start * ratio ** (i / (n_points - 1)) for i in range(n_points))
-
-
-def eis_schedule(freqs: Sequence[float]) -> tuple[float, ...]:
-    """End time of each EIS point: each takes max(1 s, 3 periods)."""
-    t, times = 0.0, []
-    for f in freqs:
-        t += max(1.0, 3.0 / f)
-        times.append(t)
-    return tuple(times)
-
-
-_TOP_COMMANDS: dict[str, Callable[[_Parser, list[str]], None]] = {
-    "var": _Parser.c_var, "set_pgstat_chan": _Parser.c_chan, "set_pgstat_mode": _Parser.c_mode,
-    "set_max_bandwidth": _Parser.c_bandwidth, "set_range": _Parser.c_range,
-    "set_autoranging": _Parser.c_autoranging, "set_e": _Parser.c_set_e, "set_i": _Parser.c_set_i,
-    "cell_on": _Parser.c_cell_on, "cell_off": _Parser.c_cell_off,
-    "timer_start": _Parser.c_timer_start, "timer_get": _Parser.c_timer_get,
-    "on_finished:": _Parser.c_on_finished,
-    **{f"meas_loop_{k}": (lambda p, a, k=k: p.c_loop(k, a)) for k in _LOOP_TYPES},
-}
-_BODY_COMMANDS: dict[str, Callable[[_Parser, list[str]], None]] = {
-    "timer_get": _Parser.c_timer_get, "pck_start": _Parser.c_pck_start,
-    "pck_add": _Parser.c_pck_add, "pck_end": _Parser.c_pck_end, "if": _Parser.c_if,
-    "endif": _Parser.c_endif, "breakloop": _Parser.c_breakloop, "endloop": _Parser.c_endloop,
-}
-_LOOP_BUILDERS: dict[str, Callable[[tuple[int, ...], list[str]], _Loop]] = {
-    "cp": _timed_loop("cp", MAX_CURRENT_A), "ca": _timed_loop("ca", MAX_POTENTIAL_V),
-    "ocp": _timed_loop("ocp", 0.0), "eis": _eis_loop,
-}
-
-
-def parse_script(lines: Sequence[str], mode: int = 0) -> _Program:
+def parse_script(lines: Sequence[str], mode: int = 0) -> Program:
     """Compile script lines (without the `e` and the final empty line); raises ScriptError."""
-    return _Parser(mode).parse(lines)
+    return compile_script(lines, mode)
 
 
 # ---------------------------------------------------------------- running state
@@ -461,19 +188,21 @@ def parse_script(lines: Sequence[str], mode: int = 0) -> _Program:
 class _Run:
     """A measurement loop in progress."""
 
-    spec: _Loop
+    spec: Loop
     start: float  # absolute clock time the loop started
     timer_offset: float  # start - timer origin
     n_regular: int = 0  # packages at k * interval
     has_tail: bool = False  # one more at exactly `duration`
     k: int = 0  # packages produced
     prev_rel: float = 0.0  # loop-relative time of the last package
+    applied: float = 0.0  # the current (cp) actually applied, within its db range
+    applied_over: bool = False  # the set current was beyond the db range
 
     def next_rel(self) -> float | None:
         k = self.k + 1
         spec = self.spec
-        if spec.kind == "eis":
-            return spec.eis_times[k - 1] if k <= len(spec.eis_times) else None
+        if spec.times:
+            return spec.times[k - 1] if k <= len(spec.times) else None
         if k <= self.n_regular:
             return k * spec.interval
         if k == self.n_regular + 1 and self.has_tail:
@@ -483,19 +212,26 @@ class _Run:
 
 @dataclass
 class _Script:
-    program: _Program
+    program: Program
     time: float  # clock time the script's execution has reached
     registers: list[float]
+    meta: list[str]  # per register: the metadata its last measurement carries
     pc: int = 0
     run: _Run | None = None
+    wait_until: float | None = None
+    timer_now: float = 0.0  # the timer at the current package (loop bodies)
 
 
-def _start_run(spec: _Loop, start: float, timer_origin: float) -> _Run:
+def _start_run(spec: Loop, start: float, timer_origin: float) -> _Run:
     run = _Run(spec, start, start - timer_origin)
-    if spec.kind != "eis":
+    if not spec.times:
         run.n_regular = math.floor(spec.duration / spec.interval + 1e-9)
         run.has_tail = spec.duration - run.n_regular * spec.interval > EPS_S
     return run
+
+
+def _full_auto() -> dict[str, tuple[int, int]]:
+    return {vt: (0, len(table) - 1) for vt, table in RANGE_TABLES.items()}
 
 
 class _Faults:
@@ -570,6 +306,9 @@ class SimulatedEmStat4:
         self._timer0 = clock.now()
         self._cell_t = clock.now()  # the cell has been simulated up to this clock time
         self._script: _Script | None = None
+        self._ranges = _full_auto()  # per type: the (lowest, highest) range it may use
+        self._range_plans: dict[str, tuple[Any, float, str]] = {}
+        self._plan_ranges()
         self._collecting: list[str] | None = None  # lines of an `e` script being received
 
     # --- lifecycle
@@ -661,18 +400,30 @@ class SimulatedEmStat4:
     def _advance(self, now: float, lines: list[str]) -> None:
         try:
             self._advance_unguarded(now, lines)
+        except ScriptError as exc:  # a runtime error: the script ends, as the firmware's does
+            self._end_with_error(exc, now, lines)
         except Exception:  # the model failed: end the script, keep the clock alive
             log.exception("simulated EmStat4 %s: the cell model raised", self.serial_number)
-            self._cell_t = max(self._cell_t, now)
-            if self._script is not None:
-                lines.append(f"!{ERR_INTERNAL:04X}")
-                if self._script.run is not None:
-                    lines.append("*")
-                self._finish(self._script, lines)
+            self._end_with_error(ScriptError(ERR_INTERNAL, "the cell model raised"), now, lines)
+
+    def _end_with_error(self, exc: ScriptError, now: float, lines: list[str]) -> None:
+        self._cell_t = max(self._cell_t, now)
+        self.last_error = str(exc)
+        script = self._script
+        if script is None:
+            return
+        lines.append(exc.wire(prefix=""))
+        if script.run is not None:
+            lines.append("*")
+            script.run = None
+        self._finish(script, lines)
 
     def _advance_unguarded(self, now: float, lines: list[str]) -> None:
+        steps = 0
         while self._script is not None and self._step_script(now, lines):
-            pass
+            steps += 1
+            if steps > MAX_STEPS_WITHOUT_TIME and self._script.run is None:
+                raise ScriptError(ERR_TIMEOUT, "the script runs without a loop or wait")
         if self._script is None:  # a running loop advances the cell package by package
             self._idle_to(now)
 
@@ -687,103 +438,193 @@ class SimulatedEmStat4:
             script.run = None
             script.pc += 1
             return True
-        program = script.program
-        if script.pc >= len(program.main):
+        if script.wait_until is not None:
+            if script.wait_until > now + EPS_S:
+                return False
+            self._idle_to(script.wait_until)
+            script.time, script.wait_until = script.wait_until, None
+            script.pc += 1
+            return True
+        main = script.program.main
+        if script.pc >= len(main):
             self._finish(script, lines)
             return True
-        op = program.main[script.pc]
-        if isinstance(op, _Loop):
-            script.run = self._begin_loop(op, script.time, lines)
+        op = main[script.pc]
+        code = op[0]
+        if code == OP_MEAS:
+            script.run = self._begin_loop(op[1], script, lines)
+        elif code == OP_WAIT:
+            script.wait_until = script.time + self._value(op[1], script.registers)
+        elif code == OP_JUMP:
+            script.pc = op[1]
+        elif code == OP_UNLESS:
+            script.pc = self._branch(op, script.registers, script.pc)
         else:
-            self._execute(op, script)
+            self._execute(op, script, lines)
             script.pc += 1
         return True
 
-    def _begin_loop(self, spec: _Loop, start: float, lines: list[str]) -> _Run:
+    @staticmethod
+    def _value(operand: tuple[int, float], regs: list[float]) -> float:
+        slot, constant = operand
+        return regs[slot] if slot >= 0 else constant
+
+    @staticmethod
+    def _branch(op: tuple[Any, ...], regs: list[float], pc: int) -> int:
+        _, ls, lc, compare, rs, rc, target = op
+        hit = compare(regs[ls] if ls >= 0 else lc, regs[rs] if rs >= 0 else rc)
+        return pc + 1 if hit else target
+
+    def _begin_loop(self, template: Any, script: _Script, lines: list[str]) -> _Run:
+        regs = script.registers
+        try:
+            spec = build_loop(template, [self._value(a, regs) for a in template.args])
+        except ScriptError as exc:
+            exc.line = template.line
+            raise
         lines.append(f"M{LOOP_IDS[spec.kind]:04X}")
-        if spec.kind == "cp":
+        run = _start_run(spec, script.time, self._timer0)
+        if spec.kind in ("cp", "geis"):
             self._set_i = spec.setpoint
+            limit = full_scale("db", self._ranges["db"][1])
+            run.applied = max(-limit, min(limit, spec.setpoint))
+            run.applied_over = run.applied != spec.setpoint
         elif spec.kind in ("ca", "eis"):
             self._set_e = spec.setpoint
-        return _start_run(spec, start, self._timer0)
+        elif spec.kind in ("lsv", "cv"):
+            self._set_e = spec.values[0]
+        if 0 in spec.scan_starts:
+            lines.append("C0000")
+        return run
 
     def _run_packages(self, script: _Script, now: float, lines: list[str]) -> bool:
         """Produce the loop's packages due by ``now``; True when the loop has ended."""
         run = script.run
         assert run is not None
         spec, regs, limit = run.spec, script.registers, now - run.start + EPS_S
+        scans = spec.scan_starts
         while True:
             rel = run.next_rel()
             if rel is None:
                 script.time = run.start + run.prev_rel
+                if scans:
+                    lines.append("-")
                 return True
             if rel > limit:
                 return False
             dt, run.prev_rel = rel - run.prev_rel, rel
+            if scans and run.k in scans and run.k:
+                lines.append("-")
+                lines.append(f"C{len([s for s in scans if s <= run.k]) - 1:04X}")
             run.k += 1
             self._cell_t = script.time = run.start + rel
-            regs[TIMER_SLOT] = rel + run.timer_offset
-            status = self._measure(spec, run.k, dt, regs)
-            if self._exec_body(spec.body, regs, lines, status):
+            script.timer_now = rel + run.timer_offset
+            self._measure(run, dt, regs, script.meta)
+            if self._exec_body(spec.body, script, lines):
+                if scans:
+                    lines.append("-")
                 return True
 
-    def _measure(self, spec: _Loop, k: int, dt: float, regs: list[float]) -> int:
-        """Drive the cell for ``dt`` and store the loop's variables; returns the status bits."""
+    def _ranged(self, vtype: str, value: float) -> tuple[float, str, bool]:
+        """A measured value within the ranges the script allows: (value, metadata, overload)."""
+        allowed, top, over_meta = self._range_plans[vtype]
+        magnitude = abs(value)
+        for fs, meta in allowed:
+            if magnitude <= fs:
+                return value, meta, False
+        clamped = top if math.isnan(value) else math.copysign(top, value)
+        return clamped, over_meta, True
+
+    def _plan_ranges(self) -> None:
+        """Per type, (full scale, metadata) of each allowed range, lowest first (the hot path)."""
+        plans = {}
+        for vtype, (low, high) in self._ranges.items():
+            table = RANGE_TABLES[vtype]
+            allowed = tuple((full_scale(vtype, k), f",10,2{table[k][1]:02X}")
+                            for k in range(low, high + 1))
+            plans[vtype] = (allowed, full_scale(vtype, high),
+                            f",1{STATUS_OVERLOAD:X},2{table[high][1]:02X}")
+        self._range_plans = plans
+
+    def _measure(self, run: _Run, dt: float, regs: list[float], meta: list[str]) -> None:
+        """Drive the cell for ``dt`` and store the loop's variables with their metadata."""
+        spec = run.spec
         kind, slots, cell = spec.kind, spec.slots, self.cell
         if kind == "cp":
             if self.output_on:
-                e, i = cell.apply_current(spec.setpoint, dt), spec.setpoint
+                e, i = cell.apply_current(run.applied, dt), run.applied
             else:
                 e, i = cell.open_circuit(dt), 0.0
             regs[slots[1]] = i
-            regs[slots[0]], over = _clamp(e, MAX_POTENTIAL_V)
-        elif kind == "ca":
-            if self.output_on:
-                e, i = spec.setpoint, cell.apply_potential(spec.setpoint, dt)
-            else:
-                e, i = cell.open_circuit(dt), 0.0
+            regs[slots[0]], meta[slots[0]], over = self._ranged("ab", e)
+            if run.applied_over and not over:
+                meta[slots[0]] = f",1{STATUS_OVERLOAD:X}" + meta[slots[0]][3:]
+        elif kind == "ca" or kind in ("lsv", "cv"):
+            e = spec.setpoint if kind == "ca" else spec.values[run.k - 1]
+            if kind != "ca":
+                self._set_e = e
+            i = cell.apply_potential(e, dt) if self.output_on else 0.0
+            if not self.output_on:
+                cell.open_circuit(dt)
             regs[slots[0]] = e
-            regs[slots[1]], over = _clamp(i, MAX_CURRENT_A)
+            regs[slots[1]], meta[slots[1]], _ = self._ranged("ba", i)
         elif kind == "ocp":
-            regs[slots[0]], over = _clamp(cell.open_circuit(dt), MAX_POTENTIAL_V)
+            regs[slots[0]], meta[slots[0]], _ = self._ranged("ab", cell.open_circuit(dt))
         else:
-            over = self._measure_eis(spec, k, dt, regs)
-        return STATUS_OVERLOAD if over else 0
+            self._measure_eis(spec, run.k, dt, regs, meta)
 
-    def _measure_eis(self, spec: _Loop, k: int, dt: float, regs: list[float]) -> bool:
+    def _measure_eis(self, spec: Loop, k: int, dt: float, regs: list[float],
+                     meta: list[str]) -> None:
         self._idle(dt)
-        f = spec.frequencies[k - 1]
+        f = spec.values[k - 1]
         z = complex(self.cell.impedance([f])[0])
-        if not (math.isfinite(z.real) and math.isfinite(z.imag)):
-            z, over = complex(0.0, 0.0), True
-        else:
-            over = False
         s = spec.slots
-        regs[s[0]], regs[s[1]], regs[s[2]] = f, z.real, z.imag
-        return over
+        regs[s[0]] = f
+        if not (math.isfinite(z.real) and math.isfinite(z.imag)):
+            regs[s[1]] = regs[s[2]] = 0.0
+            meta[s[1]] = meta[s[2]] = f",1{STATUS_OVERLOAD:X}"
+            return
+        regs[s[1]], regs[s[2]] = z.real, z.imag
+        # Z' carries the current range, Z'' the potential range (vendor mscript.py)
+        if spec.kind == "eis":
+            e_ac, i_ac = spec.amplitude, spec.amplitude / max(abs(z), 1e-30)
+        else:
+            i_ac, e_ac = spec.amplitude, spec.amplitude * abs(z)
+        _, meta[s[1]], over_i = self._ranged("ba", i_ac)
+        _, meta[s[2]], over_e = self._ranged("ab", e_ac)
+        if over_i or over_e:
+            meta[s[1]] = f",1{STATUS_OVERLOAD:X}" + meta[s[1]][3:]
 
-    def _exec_body(
-        self, ops: list[tuple[Any, ...]], regs: list[float], lines: list[str], status: int,
-    ) -> bool:
+    def _exec_body(self, ops: list[tuple[Any, ...]], script: _Script, lines: list[str]) -> bool:
         """Run one iteration of a loop body; True on breakloop."""
-        for op in ops:
-            kind = op[0]
-            if kind == B_PCK:
-                lines.append(format_package([(vt, regs[slot]) for vt, slot in op[1]], status))
-            elif kind == B_TIMER:
-                regs[op[1]] = regs[TIMER_SLOT]
-            elif kind == B_IF:
-                _, left, compare, constant, right, body = op
-                hit = compare(regs[left], regs[right] if right >= 0 else constant)
-                if hit and self._exec_body(body, regs, lines, status):
-                    return True
-            else:  # B_BREAK
+        regs, meta = script.registers, script.meta
+        pc, n = 0, len(ops)
+        while pc < n:
+            op = ops[pc]
+            code = op[0]
+            if code == OP_PCK:
+                lines.append("P" + ";".join(
+                    [vt + encode_value(regs[slot]) + meta[slot] for vt, slot in op[1]]))
+            elif code == OP_BODY_TIMER:
+                regs[op[1]] = script.timer_now
+            elif code == OP_UNLESS:
+                _, ls, lc, compare, rs, rc, target = op
+                if not compare(regs[ls] if ls >= 0 else lc, regs[rs] if rs >= 0 else rc):
+                    pc = target
+                    continue
+            elif code == OP_BREAK:
                 return True
+            elif code == OP_JUMP:
+                pc = op[1]
+                continue
+            else:
+                self._execute(op, script, lines)
+            pc += 1
         return False
 
-    def _execute(self, op: tuple[Any, ...], script: _Script) -> None:
-        """A top-level (or on_finished) statement: takes no instrument time."""
-        code = op[0]
+    def _execute(self, op: tuple[Any, ...], script: _Script, lines: list[str]) -> None:
+        """A statement that takes no instrument time (top level, loop body or on_finished)."""
+        code, regs = op[0], script.registers
         if code == OP_MODE:
             self._mode = op[1]
             if op[1] == 0:
@@ -793,16 +634,68 @@ class SimulatedEmStat4:
         elif code == OP_TIMER_START:
             self._timer0 = script.time
         elif code == OP_TIMER_GET:
-            script.registers[op[1]] = script.time - self._timer0
+            regs[op[1]] = script.time - self._timer0
         elif code == OP_SET_I:
-            self._set_i = op[1]
+            self._set_i = self._checked(op[1], regs, MAX_CURRENT_A, "current")
         elif code == OP_SET_E:
-            self._set_e = op[1]
+            self._set_e = self._checked(op[1], regs, MAX_POTENTIAL_V, "potential")
+        elif code == OP_STORE:
+            regs[op[1]] = op[2]
+        elif code == OP_COPY:
+            regs[op[2]] = regs[op[1]]
+            script.meta[op[2]] = script.meta[op[1]]
+        elif code == OP_ARITH:
+            right = self._value(op[3], regs)
+            if op[1] is _TRUEDIV and right == 0:
+                raise ScriptError(ERR_DIVIDE_BY_ZERO, "variable divided by zero")
+            value = op[1](regs[op[2]], right)
+            if not math.isfinite(value):
+                raise ScriptError(ERR_NAN, "a variable has become NaN or inf")
+            regs[op[2]] = value
+        elif code == OP_PCK:
+            lines.append("P" + ";".join(
+                [vt + encode_value(regs[slot]) + script.meta[slot] for vt, slot in op[1]]))
+        elif code == OP_TEXT or code == OP_OUT:
+            lines.append(op[1])
+        elif code == OP_RANGE:
+            self._set_range(op[1], self._value(op[2], regs),
+                            None if op[3] is None else self._value(op[3], regs))
+        elif code == OP_BODY_TIMER:
+            regs[op[1]] = script.timer_now
+
+    def _checked(self, operand: tuple[int, float], regs: list[float], limit: float,
+                 what: str) -> float:
+        value = self._value(operand, regs)
+        if not -limit <= value <= limit:
+            raise ScriptError(ERR_OUT_OF_BOUNDS, f"{what} {value:g} outside +-{limit:g}")
+        return value
+
+    def _set_range(self, vtype: str, low: float, high: float | None) -> None:
+        if not low > 0 or (high is not None and not high > 0):
+            raise ScriptError(ERR_OUT_OF_BOUNDS, "a range must be positive")
+        lo = range_for(vtype, low)
+        hi = lo if high is None else range_for(vtype, high)
+        self._ranges[vtype] = (min(lo, hi), max(lo, hi))
+        self._plan_ranges()
 
     def _finish(self, script: _Script, lines: list[str]) -> None:
         """on_finished:, then the empty line that ends the script's output."""
-        for op in script.program.finished:
-            self._execute(op, script)
+        finished = script.program.finished
+        pc = 0
+        while pc < len(finished):
+            op = finished[pc]
+            if op[0] == OP_JUMP:
+                pc = op[1]
+                continue
+            if op[0] == OP_UNLESS:
+                pc = self._branch(op, script.registers, pc)
+                continue
+            try:
+                self._execute(op, script, lines)
+            except ScriptError as exc:
+                lines.append(exc.wire(prefix=""))
+                break
+            pc += 1
         lines.append("")
         self._script = None
 
@@ -853,7 +746,7 @@ class SimulatedEmStat4:
             command = line.strip()
             if command == "e":
                 self._collecting = []
-            elif command:
+            else:
                 self._command(command)
 
     def _collect(self, line: str) -> None:
@@ -875,10 +768,15 @@ class SimulatedEmStat4:
             self._send(FIRMWARE_REPLY.splitlines())
         elif command == "i":
             self._send([f"i{self.serial_number}"])
+        elif command == "v":
+            self._send([MSCRIPT_VERSION_REPLY])
         elif command == "Z":
             self._abort()
+        elif command == "":
+            self._send([""])  # the firmware answers an empty line with one
         else:
-            self._refuse(ERR_UNKNOWN_COMMAND, f"unknown host command {command!r}")
+            self._refuse(ERR_UNKNOWN_COMMAND, f"unknown host command {command!r}",
+                         prefix=command[0])
 
     def _refuse(self, code: int, message: str, prefix: str = "") -> None:
         self.last_error = f"!{code:04X}: {message}"
@@ -886,17 +784,21 @@ class SimulatedEmStat4:
 
     def _submit(self, script_lines: list[str]) -> None:
         if self._script is not None:
-            self._refuse(ERR_BUSY, "a script is already running")
+            self._refuse(ERR_BUSY, "a script is already running", prefix="e")
             return
         try:
             program = parse_script(script_lines, self._mode)
         except ScriptError as exc:
-            self._refuse(exc.code, str(exc))
+            self.last_error = str(exc)
+            self._send([exc.wire(prefix="e")])
             return
         now = self.clock.now()
         lines = ["e"]
         self._advance(now, lines)  # the cell rests up to the acceptance time
-        self._script = _Script(program, now, [0.0] * program.n_registers)
+        self._ranges = _full_auto()
+        self._plan_ranges()
+        n = program.n_registers
+        self._script = _Script(program, now, [0.0] * n, [""] * n)
         self._advance(now, lines)
         self._send(lines)
         self._pump_wake.set()  # the pump thread re-plans its sleep for the new loop
@@ -911,8 +813,8 @@ class SimulatedEmStat4:
             self._refuse(ERR_NOT_RUNNING, "no script running", prefix="Z")
             return
         lines.append("Z")
+        self._idle_to(now)  # the loop's (or wait's) setpoint held until the abort
         if script.run is not None:
-            self._idle_to(now)  # the loop's setpoint held until the abort
             lines.append("*")
         script.time = max(script.time, now)
         self._finish(script, lines)
@@ -946,11 +848,3 @@ class SimulatedEmStat4:
             except OSError:
                 return
 
-
-def _clamp(value: float, limit: float) -> tuple[float, bool]:
-    """A measured value within the instrument's range, and whether it overloaded."""
-    if -limit <= value <= limit:
-        return value, False
-    if math.isnan(value):
-        return limit, True
-    return math.copysign(limit, value), True
