@@ -258,8 +258,9 @@ async def drive(ctx: RunContext, runners: list[ChannelRunner], plan: Plan,
     tasks = [supervise(f"channel {r.channel}", asyncio.create_task(participate(r)))
              for r in runners]
     try:
-        all_done = asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.wait({all_done, stop}, return_when=asyncio.FIRST_COMPLETED)
+        all_done: asyncio.Future[Any] = asyncio.gather(*tasks, return_exceptions=True)
+        waited: set[asyncio.Future[Any]] = {all_done, stop}
+        await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
         if stop.done():
             return await _stop_run(ctx, runners, tasks, background, stop.result(), already)
     finally:
@@ -323,8 +324,8 @@ async def _stop_run(ctx: RunContext, runners: list[ChannelRunner], tasks: list[a
            "output off NOT confirmed on " + ", ".join(not_off) + " — check the instruments")
     reasons = dict(already or {})
     for r in runners:
-        ended = r.state.status == "ended" and r.state.end_reason
-        reasons[r.channel] = r.state.end_reason if ended else (
+        ended = r.state.end_reason if r.state.status == "ended" else None
+        reasons[r.channel] = ended if ended else (
             "interrupted" if why.kind == "signal" else
             "store_failure" if why.kind == "store" else "engine_error")
     reasons = dict(sorted(reasons.items()))
