@@ -49,15 +49,23 @@ def _bad_stores(tmp_path: Path) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("command", ["run", "runs", "show", "pause", "abort", "resume"])
-def test_every_bad_store_is_one_clear_line_and_exit_2(tmp_path, protocol, command):
+def test_every_bad_store_is_one_clear_line_and_exit_2(tmp_path, protocol, command, capsys):
+    from rig.cli import main
+
     for what, db in _bad_stores(tmp_path).items():
         args = {"run": ("run", str(protocol)), "runs": ("runs",)}.get(command,
                                                                       (command, "latest"))
-        out = rig(*args, "--db", str(db))
-        assert_no_traceback(out)
-        assert out.returncode == 2, (what, out.stdout, out.stderr)
-        assert len(out.stderr.strip().splitlines()) == 1, (what, out.stderr)
-        assert out.stderr.startswith("rig: ") and str(db) in out.stderr, (what, out.stderr)
+        code = main([*args, "--db", str(db)])  # an exception here would be the traceback
+        err = capsys.readouterr().err
+        assert code == 2, (what, err)
+        assert len(err.strip().splitlines()) == 1, (what, err)
+        assert err.startswith("rig: ") and str(db) in err, (what, err)
+
+
+def test_a_bad_store_from_the_command_line_prints_no_traceback(tmp_path, protocol):
+    out = rig("run", str(protocol), "--db", str(_truncated(tmp_path)))
+    assert_no_traceback(out)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
 
 
 def test_narig_db_set_to_a_directory_is_one_clear_line(tmp_path, protocol):
