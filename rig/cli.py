@@ -137,6 +137,9 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("run", help="run id, a unique prefix of one, or 'latest'")
         c.add_argument("--channel", type=int, default=None)
         c.add_argument("--db")
+        if name == "abort":
+            c.add_argument("--station", help="a run whose engine is gone: its station file, "
+                           "opened to switch its outputs off (default: the one it used)")
         c.set_defaults(func=cmd_command, command_name=name)
     res = sub.add_parser("resume", help="un-pause; or take over a run whose engine died or "
                          "was interrupted")
@@ -471,7 +474,8 @@ def cmd_command(args: argparse.Namespace) -> int:
     from rig.steering import find_run, send
 
     db = _db_path(args.db)
-    return send(db, find_run(db, args.run), args.command_name, args.channel)
+    return send(db, find_run(db, args.run), args.command_name, args.channel,
+                station_file=getattr(args, "station", None))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ from typing import Any
 
 from rig.lifecycle import (
     EXIT_BAD_INPUT,
+    EXIT_FAULT,
     EXIT_OK,
     RESUMABLE_STATUSES,
     Refused,
@@ -47,7 +48,8 @@ def engine_gone(run: dict[str, Any]) -> str:
             f"heartbeat {heartbeat_age(run):.0f} s ago)")
 
 
-def send(db: Path, run: dict[str, Any], command: str, channel: int | None) -> int:
+def send(db: Path, run: dict[str, Any], command: str, channel: int | None,
+         station_file: str | None = None) -> int:
     """Ask the live engine of ``run``; refuse (with what to do) when there is none."""
     from rig.store import StoreError, send_command
 
@@ -57,7 +59,7 @@ def send(db: Path, run: dict[str, Any], command: str, channel: int | None) -> in
                       f"{command}")
     if not run_is_alive(run):
         if command == "abort":
-            return abort_dead_run(db, run, channel)
+            return abort_dead_run(db, run, channel, station_file)
         why = (f"run {rid} is interrupted (its engine stopped on a signal, outputs off)"
                if run["status"] == "interrupted" else engine_gone(run))
         raise Refused(f"{why}: nothing would act on '{command}'. Continue it with: rig resume "
@@ -132,7 +134,7 @@ def abort_dead_run(db: Path, run: dict[str, Any], channel: int | None,
                           "aborted", "alarm" if not_off else "warning", "aborted_dead_run",
                           text)
     print(text)
-    return EXIT_OK if not not_off else 3
+    return EXIT_OK if not not_off else EXIT_FAULT
 
 
 def resume_all(db: Path, station_file: str | None, clock: str | None) -> int:
