@@ -1,7 +1,9 @@
 """The `rig` command: the contract users, scripts and tests rely on (design.md).
 
-Exit codes: 0 success; 1 the run ended early (safety trip, failure, aborted); 2 bad input (one
-clear message on stderr, no traceback); 3 an instrument fault the rig could not recover from.
+Exit codes (the one table: ``rig.lifecycle.EXIT_CODES``): 0 success; 1 the run ended early
+(safety trip, failure, aborted); 2 bad input (one clear message on stderr, no traceback — a bad
+file, path, store or option, or a run in the wrong state); 3 an instrument or store fault the
+rig could not recover from; 4 interrupted by SIGTERM/SIGHUP/SIGINT (outputs off, resumable).
 A reader that closes stdout early (`| head`) ends the command quietly with 1.
 """
 
@@ -12,35 +14,76 @@ import asyncio
 import io
 import json
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_EARLY, EXIT_BAD_INPUT, EXIT_INSTRUMENT = 0, 1, 2, 3
+from rig.lifecycle import (
+    EXIT_BAD_INPUT,
+    EXIT_EARLY,
+    EXIT_FAULT,
+    EXIT_INSTRUMENT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    Refused,
+)
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_EARLY", "EXIT_FAULT", "EXIT_INSTRUMENT", "EXIT_INTERRUPTED",
+           "EXIT_OK", "UsageError", "main"]
 
 
-class UsageError(Exception):
+class UsageError(Refused):
     """Bad input from the user: printed as one message, exit 2."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    from rig.store import BadStore, StoreError
+
     try:
+        _check_clock_option(args)
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
         return code
-    except UsageError as exc:
+    except Refused as exc:
         print(f"rig: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
+    except BadStore as exc:  # a path that is no store: the user's input
+        print(f"rig: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (StoreError, sqlite3.Error) as exc:  # the store failed under us
+        print(f"rig: the store failed: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FAULT
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError):
+            _stdout_to_devnull()
+            return EXIT_EARLY
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"rig: {where}{exc.strerror or _one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT if exc.filename else EXIT_FAULT
+    except KeyboardInterrupt:  # before a run starts (a run catches SIGINT itself)
         print("rig: interrupted", file=sys.stderr)
         return EXIT_EARLY
-    except BrokenPipeError:
-        _stdout_to_devnull()
-        return EXIT_EARLY
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _check_clock_option(args: argparse.Namespace) -> None:
+    """--clock is checked before anything opens (xnan, xinf, x0, x1e-300 never start)."""
+    from rig.clock import check_clock_spec
+
+    spec = getattr(args, "clock", None)
+    if spec is not None:
+        try:
+            check_clock_spec(spec)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
 
 
 def _stdout_to_devnull() -> None:
@@ -74,6 +117,10 @@ def _parser() -> argparse.ArgumentParser:
                           "(repeatable; default: every channel on an EmStat4)")
     run.add_argument("--monitor", action="store_true",
                      help="watch the run in the monitor while it runs (needs a terminal)")
+    run.add_argument("--detach", action="store_true",
+                     help="run in the background, in its own session (survives closing the "
+                          "terminal); its log beside the store; prints the run id")
+    run.add_argument("--run-id", help=argparse.SUPPRESS)  # --detach names the run up front
     run.set_defaults(func=cmd_run)
 
     runs = sub.add_parser("runs", help="list runs, newest first")
@@ -100,9 +147,16 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("run", help="run id, a unique prefix of one, or 'latest'")
         c.add_argument("--channel", type=int, default=None)
         c.add_argument("--db")
+        if name == "abort":
+            c.add_argument("--station", help="a run whose engine is gone: its station file, "
+                           "opened to switch its outputs off (default: the one it used)")
         c.set_defaults(func=cmd_command, command_name=name)
-    res = sub.add_parser("resume", help="un-pause; or take over a run whose engine died")
-    res.add_argument("run", help="run id, a unique prefix of one, or 'latest'")
+    res = sub.add_parser("resume", help="un-pause; or take over a run whose engine died or "
+                         "was interrupted")
+    res.add_argument("run", nargs="?", help="run id, a unique prefix of one, or 'latest'")
+    res.add_argument("--all", action="store_true",
+                     help="take over every run of the store without a live engine (of "
+                          "--station when given): what a service runs at boot")
     res.add_argument("--channel", type=int, default=None)
     res.add_argument("--db")
     res.add_argument("--clock", default=None, help="virtual | real | xN (default: as the run)")
@@ -158,14 +212,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rig.sim.station import simulated_station
     from rig.station import StationError, load_station
     from rig.store import RunWriter, new_run_id
+    from rig.store.schema import check_store_path
     from rig.validate import check_ranges
 
     loaded = _load(args.protocol)
+    db = _db_path(args.db)
+    if args.detach:
+        from rig.detach import detach_run
+
+        return detach_run(args, db)
     try:
         clock = make_clock(args.clock, simulated=args.station is None)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    run_id = new_run_id(time.time())
+    check_store_path(db)  # a path that can never be a store: refused before any instrument
+    run_id = args.run_id or new_run_id(time.time())
     channels = [cp.cell.channel for cp in loaded.plan.channels]
     try:  # a station file's instruments are locked for this run (a built-in one is its own)
         station = (load_station(args.station, clock, channels=channels, run_id=run_id)
@@ -180,9 +241,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if problems:  # nothing has been switched on yet
         station.close()
         raise UsageError("\n".join(problems))
-    db = _db_path(args.db)
+    try:
+        writer = RunWriter(db)
+    except BaseException:
+        station.close()
+        raise
     console = RunConsole()
-    writer = RunWriter(db)
     wall0, sim0 = time.monotonic(), clock.now()
 
     def engine(progress: Any) -> Any:
@@ -191,6 +255,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             protocol_text=loaded.text, protocol_path=str(loaded.path), progress=progress,
             run_id=run_id))
 
+    from rig.steering import close_quietly_after
+
+    result = None
     try:
         if _monitor_wanted(args):
             from rig.tui.live import run_with_monitor
@@ -200,9 +267,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             result = engine(console)
     finally:
         station.close()
-        writer.close()
+        close_quietly_after(writer, failed=result is not None and result.status == "failed")
     console.finish(result.run_id, result.status, result.reasons, time.monotonic() - wall0,
                    clock.now() - sim0)
+    if result.message:
+        print(f"rig: {result.message}", file=sys.stderr)
     print(f"stored in {db}; see it with: rig show {result.run_id}"
           + (f" --db {args.db}" if args.db else ""))
     return result.exit_code
@@ -413,88 +482,33 @@ def _f(x: float | None, nd: int, scale: float = 1.0) -> str:
 
 # ---- rig pause | resume | abort ------------------------------------------------------------
 def cmd_command(args: argparse.Namespace) -> int:
-    from rig.store import StoreError, open_reader, resolve_run, send_command
+    from rig.steering import find_run, send
 
     db = _db_path(args.db)
-    if not db.exists():
-        raise UsageError(f"{db} does not exist: no runs recorded there")
-    try:
-        with open_reader(db) as conn:
-            run_id = resolve_run(conn, args.run)["id"]  # "latest" or a prefix -> the id
-        cid = send_command(db, run_id, args.command_name, args.channel)
-    except StoreError as exc:
-        raise UsageError(str(exc)) from None
-    target = "the whole run" if args.channel is None else f"channel {args.channel} of run"
-    print(f"{args.command_name} sent to {target} {run_id} (command {cid}); "
-          "the running engine acts on it within a second")
-    return EXIT_OK
+    return send(db, find_run(db, args.run), args.command_name, args.channel,
+                station_file=getattr(args, "station", None))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    """Un-pause a live run; take over a dead one (stale heartbeat) from its checkpoints."""
-    from rig.clock import RealClock, VirtualClock, make_clock
-    from rig.console import RunConsole
-    from rig.engine.resume import (
-        ResumeRefused,
-        check_takeover,
-        dead_here,
-        last_time,
-        load_plan,
-        take_over,
-    )
-    from rig.engine.run import HEARTBEAT_STALE_S
-    from rig.sim.station import simulated_station
-    from rig.station import StationError, load_station
-    from rig.store import RunWriter, StoreError, open_reader, resolve_run
+    """Un-pause a live run; take over one without a live engine from its checkpoints."""
+    from rig.lifecycle import heartbeat_age, run_is_alive
+    from rig.steering import find_run, resume_all, send, take_over_run
 
     db = _db_path(args.db)
-    if not db.exists():
-        raise UsageError(f"{db} does not exist: no runs recorded there")
-    with open_reader(db) as conn:
-        try:
-            run = resolve_run(conn, args.run)
-        except StoreError as exc:
-            raise UsageError(str(exc)) from None
-        alive = time.time() - (run["heartbeat_at"] or 0) < HEARTBEAT_STALE_S
-        if run["status"] == "running" and alive and not dead_here(run):
-            # its engine is alive: never a second engine on it; un-pause through that engine
-            print(f"run {run['id']} is alive (engine pid {run['pid']} on {run['host']}, "
-                  f"heartbeat {time.time() - run['heartbeat_at']:.0f} s ago): not taking it "
-                  "over; asking its engine to un-pause")
-            args.command_name = "resume"
-            return cmd_command(args)
-        try:
-            check_takeover(run)
-        except ResumeRefused as exc:
-            raise UsageError(str(exc)) from None
-        station_desc = json.loads(run["station_json"] or "{}")
-        station_file = args.station or station_desc.get("source")
-        if not station_desc.get("simulated") and not station_file:
-            raise UsageError(f"run {run['id']} ran on station {station_desc.get('name')!r}: "
-                             "give its station file with --station FILE")
-        plan = load_plan(run)
-        spec = args.clock or run["clock"]
-        clock: RealClock | VirtualClock = (VirtualClock(start=max(time.time(),
-                                                                   last_time(conn, run["key"])))
-                                           if spec == "virtual" else make_clock(spec, True))
-    try:
-        station = (simulated_station(plan, clock, seed=station_desc.get("seed") or 0)
-                   if station_desc.get("simulated") and not args.station
-                   else load_station(station_file, clock, run_id=run["id"],
-                                     channels=[cp.cell.channel for cp in plan.channels]))
-    except StationError as exc:
-        raise UsageError(str(exc)) from None
-    console = RunConsole()
-    writer = RunWriter(db)
-    try:
-        with open_reader(db) as conn:
-            result = asyncio.run(take_over(run, conn, station=station, clock=clock,
-                                           writer=writer, progress=console))
-    finally:
-        station.close()
-        writer.close()
-    console.finish(result.run_id, result.status, result.reasons, 0.0, 0.0)
-    return result.exit_code
+    if args.all:
+        if args.run:
+            raise UsageError("resume: give a run or --all, not both")
+        return resume_all(db, args.station, args.clock)
+    if not args.run:
+        raise UsageError("resume: give a run id (or 'latest'), or --all")
+    run = find_run(db, args.run)
+    if run_is_alive(run):
+        # its engine is alive: never a second engine on it; un-pause through that engine
+        print(f"run {run['id']} is alive (engine pid {run['pid']} on {run['host']}, "
+              f"heartbeat {heartbeat_age(run):.0f} s ago): not taking it over; asking its "
+              "engine to un-pause")
+        return send(db, run, "resume", args.channel)
+    return take_over_run(db, run, args.station, args.clock)
 
 
 # ---- rig monitor -----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -200,16 +201,32 @@ class VirtualClock:
             pump(self._now)
 
 
+MIN_SPEED, MAX_SPEED = 1e-3, 1e6  # xN: slower than x0.001 never ends; faster, nothing reads
+
+
+def check_clock_spec(spec: str) -> str:
+    """``virtual``, ``real`` or ``xN`` with N a finite number in [0.001, 1e6]; the spec,
+    lower-cased, or ValueError with one line saying what is allowed."""
+    text = (spec or "").strip().lower()
+    if text in ("virtual", "real"):
+        return text
+    if text.startswith("x"):
+        try:
+            speed = float(text[1:])
+        except ValueError:
+            speed = math.nan
+        if math.isfinite(speed) and MIN_SPEED <= speed <= MAX_SPEED:
+            return text
+        raise ValueError(f"--clock {spec!r}: the speed of an xN clock must be a number from "
+                         f"{MIN_SPEED:g} to {MAX_SPEED:g} (e.g. x60)")
+    raise ValueError(f"--clock: {spec!r} is not one of virtual, real, xN (e.g. x60)")
+
+
 def make_clock(spec: str, simulated: bool) -> RealClock | VirtualClock:
     """``virtual``, ``real`` or ``xN`` (accelerated real time); default by station kind."""
-    spec = (spec or ("virtual" if simulated else "real")).strip().lower()
+    spec = check_clock_spec(spec or ("virtual" if simulated else "real"))
     if spec == "virtual":
         return VirtualClock(start=time.time())
     if spec == "real":
         return RealClock()
-    if spec.startswith("x"):
-        try:
-            return RealClock(speed=float(spec[1:]))
-        except ValueError:
-            pass
-    raise ValueError(f"--clock: {spec!r} is not one of virtual, real, xN (e.g. x60)")
+    return RealClock(speed=float(spec[1:]))

@@ -599,7 +599,7 @@ def test_a_run_at_a_1_percent_fault_rate_completes_on_every_channel_with_the_fau
         Safety,
     )
     from rig.engine.run import execute
-    from rig.station import simulated_station
+    from rig.sim.station import simulated_station
     from rig.store import RunWriter, get_events, open_reader
 
     q = 3.6 * 1.13 / 4

@@ -15,10 +15,9 @@ from typing import Any
 
 from drivers.base import InstrumentError
 from protocols.plan import Plan, plan_from_json
-from rig.clock import RealClock, VirtualClock
+from rig.clock import RealClock, VirtualClock, make_clock
 from rig.engine.channel import ChannelRunner, Resume, StepTotals
 from rig.engine.run import (
-    HEARTBEAT_STALE_S,
     NoProgress,
     RunResult,
     context_for,
@@ -26,9 +25,20 @@ from rig.engine.run import (
     drive,
     pressure_sensors_of,
 )
+from rig.lifecycle import (
+    HEARTBEAT_STALE_S,
+    RESUMABLE_STATUSES,
+    dead_here,
+    heartbeat_age,
+    run_is_alive,
+)
 from rig.station import Station
 from rig.store import RunWriter, get_channels, get_checkpoint
 from rig.store.read import last_sample_time, step_progress
+
+
+__all__ = ["ResumeRefused", "check_takeover", "dead_here", "last_time", "load_plan",
+           "resume_point", "resumed_clock", "take_over"]
 
 
 class ResumeRefused(Exception):
@@ -36,37 +46,16 @@ class ResumeRefused(Exception):
 
 
 def check_takeover(run: dict[str, Any], now_wall: float | None = None) -> None:
-    """Two engines never drive the same run: refuse while the heartbeat is fresh."""
-    if run["status"] != "running":
+    """Two engines never drive the same run: refuse while the heartbeat is fresh. An
+    interrupted run (its engine stopped on a signal, outputs off) is taken over at once."""
+    if run["status"] not in RESUMABLE_STATUSES:
         raise ResumeRefused(f"run {run['id']} is not running (status {run['status']}): "
                             "nothing to resume")
-    age = (now_wall or time.time()) - (run["heartbeat_at"] or 0.0)
-    if age < HEARTBEAT_STALE_S and not dead_here(run):
+    if run["status"] == "running" and run_is_alive(run, now_wall):
         raise ResumeRefused(
             f"run {run['id']} is alive: its engine (pid {run['pid']} on {run['host']}) beat "
-            f"{age:.0f} s ago; a run is taken over only when its heartbeat is older than "
-            f"{HEARTBEAT_STALE_S:.0f} s")
-
-
-def dead_here(run: dict[str, Any]) -> bool:
-    """The run's engine was on this host and its process is gone: no need to wait."""
-    if run["host"] != socket.gethostname() or not run["pid"]:
-        return False
-    try:
-        os.kill(run["pid"], 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return _is_zombie(run["pid"])
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return False
+            f"{heartbeat_age(run, now_wall):.0f} s ago; a run is taken over only when its "
+            f"heartbeat is older than {HEARTBEAT_STALE_S:.0f} s")
 
 
 def resume_point(conn: sqlite3.Connection, run_key: int, channel: int) -> Resume | None:
@@ -95,6 +84,19 @@ def last_time(conn: sqlite3.Connection, run_key: int) -> float:
     return last_sample_time(conn, run_key) or 0.0
 
 
+def resumed_clock(spec: str, conn: sqlite3.Connection, run: dict[str, Any]
+                  ) -> RealClock | VirtualClock:
+    """The clock a taken-over run continues on: never behind the run's last recorded time
+    (an xN clock ran ahead of the wall; starting it at wall time would send samples back)."""
+    origin = max(time.time(), last_time(conn, run["key"]), run.get("started_at") or 0.0)
+    if spec == "virtual":
+        return VirtualClock(start=origin)
+    clock = make_clock(spec, True)
+    if isinstance(clock, RealClock) and clock.speed != 1.0:
+        return RealClock(speed=clock.speed, start=origin)
+    return clock
+
+
 def load_plan(run: dict[str, Any]) -> Plan:
     return plan_from_json(run["plan_json"])
 
@@ -113,10 +115,12 @@ async def take_over(run: dict[str, Any], conn: sqlite3.Connection, *, station: S
         except InstrumentError:
             pass
     gap_from = last_time(conn, run_key)
+    how = ("interrupted by a signal" if run["status"] == "interrupted"
+           else "whose engine died")
     writer.event(run_key, None, clock.now(), "warning", "resumed_after_crash",
-                 f"run {run['id']} taken over by pid {os.getpid()} on {socket.gethostname()}: "
-                 f"outputs forced off; no data from t={gap_from:.0f} to {clock.now():.0f} "
-                 f"({clock.now() - gap_from:.0f} s gap)")
+                 f"run {run['id']} ({how}) taken over by pid {os.getpid()} on "
+                 f"{socket.gethostname()}: outputs forced off; no data from t={gap_from:.0f} "
+                 f"to {clock.now():.0f} ({clock.now() - gap_from:.0f} s gap)")
     ctx = context_for(plan, clock=clock, writer=writer, run_key=run_key, run_id=run["id"],
                       progress=progress, pressure_sensors=pressure_sensors_of(station),
                       sensor_floor_s=default_sensor_floor(clock, None))

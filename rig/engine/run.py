@@ -7,22 +7,36 @@ owned by the store) that makes it all durable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
+import signal
 import socket
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from protocols.plan import CellSpec, FailureCriteria, Plan, Safety
 from rig import __version__
+from rig.lifecycle import (
+    EXIT_EARLY,
+    EXIT_FAULT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    HEARTBEAT_EVERY_S,
+    HEARTBEAT_STALE_S,
+)
 from rig.clock import RealClock, VirtualClock
 from rig.engine.channel import ChannelRunner
 from rig.engine.sensors import SensorHub
 from rig.station import Station
 from rig.store import (
+    COMMANDS,
     RunWriter,
     StoreError,
+    WriterError,
     get_eis,
     get_sensors,
     get_steps,
@@ -31,6 +45,9 @@ from rig.store import (
     open_reader,
     pending_commands,
 )
+
+log = logging.getLogger("rig.engine")
+__all__ = ["HEARTBEAT_EVERY_S", "HEARTBEAT_STALE_S", "RunResult", "Stop", "drive", "execute"]
 
 
 class Progress(Protocol):
@@ -110,16 +127,29 @@ class RunResult:
     run_key: int
     status: str
     reasons: dict[int, str]
+    message: str | None = None  # what the store could not record, said to the person instead
 
     @property
     def exit_code(self) -> int:
-        if any(r == "instrument_fault" for r in self.reasons.values()):
-            return 3
-        return 0 if self.status == "completed" else 1
+        if self.status == "interrupted":
+            return EXIT_INTERRUPTED
+        if self.status == "failed" or any(r == "instrument_fault"
+                                          for r in self.reasons.values()):
+            return EXIT_FAULT
+        return EXIT_OK if self.status == "completed" else EXIT_EARLY
 
 
-HEARTBEAT_EVERY_S = 2.0
-HEARTBEAT_STALE_S = 15.0  # a run whose heartbeat is older than this has no live engine
+@dataclass(frozen=True)
+class Stop:
+    """Why a run must stop now, every channel at once: a signal, or a fault of the run itself
+    (the store failed, a background task died)."""
+
+    kind: str     # "signal" | "store" | "task"
+    detail: str
+    signal_name: str | None = None
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 
 VIRTUAL_SENSOR_FLOOR_S = 600.0
@@ -173,11 +203,46 @@ async def drive(ctx: RunContext, runners: list[ChannelRunner], plan: Plan,
                 already: dict[int, str] | None = None, station: Station | None = None
                 ) -> RunResult:
     """Run the channel tasks with the heartbeat, the command poller and the station's sensors
-    (and their interlocks); record the end."""
+    (and their interlocks); record the end.
+
+    Everything is supervised: a failed store commit, a background task that dies, a channel
+    task that raises, or SIGTERM/SIGHUP/SIGINT stop the run at once — every output off, the
+    reason stored (status 'failed', or 'interrupted' for a signal, which `rig resume`
+    continues) — never a run that carries on half-recorded or claims a success."""
     writer, clock, run_key = ctx.writer, ctx.clock, ctx.run_key
-    sensors = SensorHub(ctx, station, runners).tasks()
-    background = [asyncio.create_task(_heartbeat(writer, run_key)),
-                  asyncio.create_task(_poll_commands(ctx, runners)), *sensors]
+    loop = asyncio.get_running_loop()
+    stop: asyncio.Future[Stop] = loop.create_future()
+
+    def stop_with(why: Stop) -> None:
+        if not stop.done():
+            stop.set_result(why)
+
+    def store_failed(err: WriterError) -> None:  # from the writer thread
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            loop.call_soon_threadsafe(stop_with, Stop("store", f"the store failed: {err}"))
+
+    unsubscribe = writer.on_failure(store_failed)
+    handled = _catch_signals(loop, lambda sig: stop_with(
+        Stop("signal", f"{sig.name} received", sig.name)))
+
+    def supervise(name: str, task: asyncio.Task) -> asyncio.Task:
+        def done(t: asyncio.Task) -> None:
+            if t.cancelled():
+                return
+            exc = t.exception()
+            if exc is None:
+                return
+            kind = "store" if isinstance(exc, StoreError) else "task"
+            log.error("run %s: %s died: %r", ctx.run_id, name, exc, exc_info=exc)
+            stop_with(Stop(kind, f"{name} died: {type(exc).__name__}: {exc}"))
+        task.add_done_callback(done)
+        return task
+
+    sensors = [supervise(f"sensor poller {k}", t)
+               for k, t in enumerate(SensorHub(ctx, station, runners).tasks())]
+    background = [supervise("heartbeat", asyncio.create_task(_heartbeat(writer, run_key))),
+                  supervise("command poller", asyncio.create_task(_poll_commands(ctx, runners))),
+                  *sensors]
     left = [len(runners)]
 
     async def participate(runner: ChannelRunner) -> str:
@@ -190,14 +255,22 @@ async def drive(ctx: RunContext, runners: list[ChannelRunner], plan: Plan,
                     for task in sensors:
                         task.cancel()
 
+    tasks = [supervise(f"channel {r.channel}", asyncio.create_task(participate(r)))
+             for r in runners]
     try:
-        reasons_list = await asyncio.gather(*(participate(r) for r in runners))
+        all_done: asyncio.Future[Any] = asyncio.gather(*tasks, return_exceptions=True)
+        waited: set[asyncio.Future[Any]] = {all_done, stop}
+        await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
+        if stop.done():
+            return await _stop_run(ctx, runners, tasks, background, stop.result(), already)
     finally:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        unsubscribe()
+        _release_signals(loop, handled)
     reasons = dict(already or {})
-    reasons.update({r.channel: reason for r, reason in zip(runners, reasons_list)})
+    reasons.update({r.channel: t.result() for r, t in zip(runners, tasks)})
     reasons = dict(sorted(reasons.items()))
     # an end:<name> of the protocol is its planned result only if the plan lists it
     planned = {"completed", *plan.expected_ends}
@@ -214,6 +287,76 @@ async def drive(ctx: RunContext, runners: list[ChannelRunner], plan: Plan,
     return RunResult(ctx.run_id, run_key, status, reasons)
 
 
+def _catch_signals(loop: asyncio.AbstractEventLoop, on_signal: Any) -> list[signal.Signals]:
+    """Turn SIGTERM/SIGHUP/SIGINT into a clean stop (only the main thread can; an engine in a
+    thread, under the monitor, is stopped by the monitor)."""
+    handled = []
+    for sig in STOP_SIGNALS:
+        try:
+            loop.add_signal_handler(sig, on_signal, sig)
+        except (ValueError, RuntimeError, NotImplementedError):
+            continue
+        handled.append(sig)
+    return handled
+
+
+def _release_signals(loop: asyncio.AbstractEventLoop, handled: list[signal.Signals]) -> None:
+    for sig in handled:
+        with contextlib.suppress(Exception):
+            loop.remove_signal_handler(sig)
+
+
+async def _stop_run(ctx: RunContext, runners: list[ChannelRunner], tasks: list[asyncio.Task],
+                    background: list[asyncio.Task], why: Stop,
+                    already: dict[int, str] | None) -> RunResult:
+    """Every channel stopped and its output switched off, then the end stored if it can be."""
+    writer, clock = ctx.writer, ctx.clock
+    for task in [*tasks, *background]:
+        task.cancel()
+    await asyncio.gather(*tasks, *background, return_exceptions=True)
+    not_off = []
+    for r in runners:  # ended channels too: off is idempotent, and safety is cheap
+        try:
+            await asyncio.wait_for(r.link.call(r.driver.output_off), timeout=15.0)
+        except Exception as exc:  # noqa: BLE001 -- said in the event and on the console
+            not_off.append(f"ch{r.channel} ({type(exc).__name__}: {exc})")
+    off = ("every output switched off" if not not_off else
+           "output off NOT confirmed on " + ", ".join(not_off) + " — check the instruments")
+    reasons = dict(already or {})
+    for r in runners:
+        ended = r.state.end_reason if r.state.status == "ended" else None
+        reasons[r.channel] = ended if ended else (
+            "interrupted" if why.kind == "signal" else
+            "store_failure" if why.kind == "store" else "engine_error")
+    reasons = dict(sorted(reasons.items()))
+    now = clock.now()
+    if why.kind == "signal":
+        status = "interrupted"
+        text = (f"{why.detail}: {off}; run {ctx.run_id} interrupted at its last checkpoint: "
+                f"continue it with: rig resume {ctx.run_id}")
+        try:
+            writer.event(ctx.run_key, None, now, "alarm" if not_off else "warning",
+                         "interrupted", text)
+            writer.run_status(ctx.run_key, status, end_reason=why.detail, ended_at=now)
+            writer.flush()
+        except (StoreError, TimeoutError) as exc:
+            return RunResult(ctx.run_id, ctx.run_key, status, reasons,
+                             f"{text}; but the store could not record it: {exc}")
+        return RunResult(ctx.run_id, ctx.run_key, status, reasons, text)
+    status = "failed"
+    text = f"run {ctx.run_id} failed: {why.detail}; {off}"
+    try:
+        writer.record_end(ctx.run_key, status, why.detail[:500], now,
+                          "store_failure" if why.kind == "store" else "engine_error", "error",
+                          "run_failed", text)
+    except Exception as exc:  # noqa: BLE001 -- the store cannot take even that: say it
+        return RunResult(ctx.run_id, ctx.run_key, status, reasons,
+                         f"{text}. The store could not record this end ({exc}): "
+                         f"`rig show` will still say 'running'; `rig abort {ctx.run_id}` "
+                         "once the store is writable marks it")
+    return RunResult(ctx.run_id, ctx.run_key, status, reasons, text)
+
+
 async def _heartbeat(writer: RunWriter, run_key: int, every_s: float = HEARTBEAT_EVERY_S) -> None:
     """Wall-clock heartbeat: how `rig resume` tells a live run from a dead one."""
     while True:
@@ -224,7 +367,8 @@ async def _heartbeat(writer: RunWriter, run_key: int, every_s: float = HEARTBEAT
 async def _poll_commands(ctx: RunContext, runners: list[ChannelRunner],
                          every_s: float = 0.25) -> None:
     """Pause/resume/abort from other processes, through the store's commands table; acted on
-    within a second of wall time. Every command becomes an event."""
+    within a second of wall time. Every command becomes an event; one the engine does not know
+    (any other text, a blob) is refused and logged, and the poller carries on."""
     by_channel = {r.channel: r for r in runners}
     path = ctx.writer.path
     conn = open_reader(path)
@@ -233,17 +377,39 @@ async def _poll_commands(ctx: RunContext, runners: list[ChannelRunner],
             await asyncio.sleep(every_s)
             try:
                 pending = pending_commands(conn, ctx.run_key)
-            except StoreError:
+            except (StoreError, sqlite3.OperationalError):
                 continue  # busy store: try again next time
             for cmd in pending:
-                result = _apply_command(cmd, by_channel)
-                if mark_command_handled(path, cmd["id"], result):
-                    where = "run" if cmd["channel"] is None else f"channel {cmd['channel']}"
-                    ctx.writer.event(ctx.run_key, cmd["channel"], ctx.clock.now(),
-                                     "warning" if cmd["command"] == "abort" else "info",
-                                     "command", f"{cmd['command']} ({where}): {result}")
+                _handle_command(ctx, cmd, by_channel, path)
     finally:
         conn.close()
+
+
+def _handle_command(ctx: RunContext, cmd: dict[str, Any], by_channel: dict[int, ChannelRunner],
+                    path: Any) -> None:
+    command, channel = cmd.get("command"), cmd.get("channel")
+    known = isinstance(command, str) and command in COMMANDS
+    valid_channel = channel is None or (isinstance(channel, int) and not isinstance(channel, bool))
+    if known and valid_channel:
+        result = _apply_command(cmd, by_channel)
+        level = "warning" if command == "abort" else "info"
+        kind = "command"
+    else:
+        shown = repr(command)[:80]
+        result = (f"refused: unknown command {shown} (known: {', '.join(COMMANDS)})" if not known
+                  else f"refused: channel {repr(channel)[:40]} is not a channel number")
+        level, kind = "warning", "command_refused"
+    try:
+        marked = mark_command_handled(path, cmd["id"], result)
+    except (StoreError, sqlite3.Error) as exc:  # the store is busy or failing: next poll
+        log.warning("command %s: could not mark it handled: %s", cmd["id"], exc)
+        return
+    if marked:
+        where = "run" if channel is None or not valid_channel else f"channel {channel}"
+        text = (f"{command} ({where}): {result}" if known
+                else f"command {cmd['id']} ({where}): {result}")
+        ctx.writer.event(ctx.run_key, channel if valid_channel else None, ctx.clock.now(),
+                         level, kind, text)
 
 
 def _apply_command(cmd: dict[str, Any], by_channel: dict[int, ChannelRunner]) -> str:

@@ -6,6 +6,7 @@ The only module of narig that writes SQL. See ``schema`` (tables, ``open_db``), 
 
 from rig.store.errors import (
     AmbiguousRun,
+    BadStore,
     RunNotFound,
     SchemaTooNew,
     StoreError,
@@ -51,6 +52,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "STEP_COLUMNS",
     "AmbiguousRun",
+    "BadStore",
     "RunNotFound",
     "RunWriter",
     "SchemaTooNew",

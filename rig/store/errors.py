@@ -25,3 +25,8 @@ class RunNotFound(StoreError, LookupError):
 
 class AmbiguousRun(StoreError, LookupError):
     """A run id prefix matches more than one run."""
+
+
+class BadStore(StoreError):
+    """The path given as a store is not one narig can use: a directory, a device, a file that
+    is not SQLite, another program's database, or a damaged one. Nothing was written to it."""

@@ -26,8 +26,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rig.store.errors import AmbiguousRun, RunNotFound, StoreError
-from rig.store.schema import BUSY_TIMEOUT_S, COMMANDS
+from rig.store.errors import AmbiguousRun, BadStore, RunNotFound, StoreError
+from rig.store.schema import BUSY_TIMEOUT_S, COMMANDS, check_narig_db, check_store_path
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,14 +44,27 @@ def open_reader(path: str | os.PathLike) -> sqlite3.Connection:
     Usable from any one thread at a time (``check_same_thread=False``).
     """
     path = Path(path)
+    _check_existing_store(path)
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                               timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                               check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise BadStore(f"{path}: cannot open the store: {exc}") from None
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        conn.execute("PRAGMA query_only = ON")
+        check_narig_db(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _check_existing_store(path: Path) -> None:
+    check_store_path(path)
     if not path.is_file():
         raise StoreError(f"no store at {path}")
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
-                           timeout=BUSY_TIMEOUT_S, isolation_level=None,
-                           check_same_thread=False)
-    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-    conn.execute("PRAGMA query_only = ON")
-    return conn
 
 
 def _retry_busy(fn: F) -> F:
@@ -265,11 +278,14 @@ def get_events(conn: sqlite3.Connection, run_key: int, channel: int | None = Non
 
 def _open_command_writer(path: str | os.PathLike) -> sqlite3.Connection:
     path = Path(path)
-    if not path.is_file():
-        raise StoreError(f"no store at {path}")
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True,
-                           timeout=BUSY_TIMEOUT_S, isolation_level=None)
-    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    _check_existing_store(path)
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True,
+                               timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        check_narig_db(conn, path)
+    except sqlite3.Error as exc:
+        raise BadStore(f"{path}: cannot write to the store: {exc}") from None
     return conn
 
 

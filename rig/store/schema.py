@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import platformdirs
 
-from rig.store.errors import SchemaTooNew
+from rig.store.errors import BadStore, SchemaTooNew
 
 if TYPE_CHECKING:  # imported when a schema is created: readers need not pay for it
     import sqlite_utils
@@ -31,7 +31,9 @@ if TYPE_CHECKING:  # imported when a schema is created: readers need not pay for
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 10.0
 
-RUN_STATUSES = ("running", "completed", "ended_early", "aborted", "failed", "crashed")
+# interrupted: stopped by a signal with every output off, resumable (`rig resume`)
+RUN_STATUSES = ("running", "completed", "ended_early", "aborted", "failed", "crashed",
+                "interrupted")
 CHANNEL_STATUSES = ("pending", "running", "paused", "held", "ended")
 EVENT_LEVELS = ("info", "warning", "alarm", "error")
 COMMANDS = ("pause", "resume", "abort")
@@ -143,13 +145,23 @@ def open_db(path: str | os.PathLike) -> sqlite3.Connection:
     WAL mode, ``synchronous=NORMAL`` (a commit survives a process crash; a power cut may lose
     the last commits but never corrupts), a busy timeout, foreign keys off. The connection is
     in autocommit mode (``isolation_level=None``): callers issue BEGIN/COMMIT themselves.
+
+    A new store is created user-only (file 0600, so its -wal/-shm too; a directory we create
+    0700). Refused (``BadStore``, nothing written): a path that is not a regular file, a file
+    that is not SQLite, another program's database, one failing ``PRAGMA quick_check``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
-                           cached_statements=256)
+    check_store_path(path)
+    if not path.exists():
+        _create_private(path)
+    try:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                               cached_statements=256)
+    except sqlite3.Error as exc:
+        raise BadStore(f"{path}: cannot open the store: {exc}") from None
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        check_narig_db(conn, path, integrity=True)
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
             raise sqlite3.OperationalError(f"{path}: cannot switch to WAL mode (got {mode!r})")
@@ -160,6 +172,49 @@ def open_db(path: str | os.PathLike) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def check_store_path(path: Path) -> None:
+    """Refuse a path that can never be a store file (a directory, a device, /dev/null)."""
+    if path.is_dir():
+        raise BadStore(f"{path}: is a directory, not a store file (give a file path, e.g. "
+                       f"{path / 'narig.db'})")
+    if path.exists() and not path.is_file():
+        raise BadStore(f"{path}: is not a regular file (a device or a pipe): not a store")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise BadStore(f"{path}: {path.parent} is not a directory")
+
+
+def _create_private(path: Path) -> None:
+    """An empty store file readable by its owner only (and the directory, when we make it)."""
+    try:
+        if not path.parent.exists():
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+    except FileExistsError:
+        pass  # another process created it first
+    except OSError as exc:
+        raise BadStore(f"{path}: cannot create the store: {exc.strerror or exc}") from None
+
+
+def check_narig_db(conn: sqlite3.Connection, path: Path, integrity: bool = False) -> None:
+    """Refuse a file that is not SQLite, a database of another program, a damaged one."""
+    try:
+        tables = {r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if integrity and tables:
+            bad = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
+            if bad != ["ok"]:
+                raise BadStore(f"{path}: the store is damaged (PRAGMA quick_check: "
+                               f"{'; '.join(bad)[:300]}); nothing was written to it. Keep a "
+                               "copy and try: sqlite3 FILE .recover")
+    except sqlite3.DatabaseError as exc:
+        raise BadStore(f"{path}: not a narig store ({exc})") from None
+    if tables and "meta" not in tables:
+        raise BadStore(f"{path}: is another program's SQLite database (tables "
+                       f"{', '.join(sorted(tables)[:5])}), not a narig store; nothing was "
+                       "written to it")
 
 
 def schema_version(conn: sqlite3.Connection) -> int | None:

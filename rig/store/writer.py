@@ -10,9 +10,13 @@ at most the last ``commit_interval_s`` of data, and readers are never kept waiti
 Everything queued before a ``checkpoint`` is committed in the same transaction as the
 checkpoint or an earlier one: a committed checkpoint is never ahead of committed samples.
 
-A failure in the thread is never swallowed: it is logged and raised (``WriterError``) by the
+A failure in the thread is never swallowed: it is logged, told to every ``on_failure``
+listener (the engine, which then makes every cell safe) and raised (``WriterError``) by the
 caller's next call, ``flush`` or ``close``. What could still be stored from the failed batch is
-stored (op by op); what could not is kept in ``unwritten``.
+stored (op by op); what could not is kept in ``unwritten``. The writer stops at its first
+failed commit: nothing queued after it is committed (a later checkpoint would claim steps whose
+data is lost), it all goes to ``unwritten``; only ``record_failure`` still tries the store, to
+leave the run's end and reason in it.
 
     >>> w = RunWriter(tmp / "narig.db")
     >>> key = w.create_run(run_id=new_run_id(clock.now()), name="ps", kind="plating_stripping",
@@ -117,6 +121,7 @@ class RunWriter:
         self._lock = threading.Lock()
         self._closed = False
         self._error: WriterError | None = None
+        self._listeners: list[Callable[[WriterError], None]] = []
         self._conn: sqlite3.Connection | None = None
         self._rows = self._samples_rows = self._commits = 0
         self._max_latency = self._max_commit = 0.0
@@ -157,6 +162,33 @@ class RunWriter:
         row = (os.getpid(), socket.gethostname(),
                time.time() if wall_time is None else wall_time, run_key)
         self._call(_adopt_run, row)
+
+    def record_end(self, run_key: int, status: str, end_reason: str, ended_at: float,
+                   channel_reason: str, level: str, kind: str, message: str) -> None:
+        """End a run from outside its normal path (a failed store or engine, an abort of a
+        dead run): its status and reason, every channel not yet ended ended with
+        ``channel_reason``, and one event — in one transaction, even when the writer has
+        stopped after a failure. Raises the store's error if it cannot take even that."""
+        _check_in(status, RUN_STATUSES, "run status")
+        _check_in(level, EVENT_LEVELS, "event level")
+        self._call(_record_end, (run_key, status, end_reason, ended_at, channel_reason, level,
+                                 kind, message), force=True)
+
+    def on_failure(self, listener: Callable[[WriterError], None]) -> Callable[[], None]:
+        """Call ``listener(error)`` (from the writer thread) when a commit fails; at once if
+        the writer has already failed. Returns the function that unsubscribes it."""
+        self._listeners.append(listener)
+        if self._error is not None:
+            listener(self._error)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+        return unsubscribe
+
+    @property
+    def failed(self) -> WriterError | None:
+        return self._error
 
     # ---- the hot path: check, enqueue, return ------------------------------------------
 
@@ -271,9 +303,10 @@ class RunWriter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _put(self, item: tuple) -> None:
+    def _put(self, item: tuple, force: bool = False) -> None:
         with self._lock:
-            self._raise_error()
+            if not force:
+                self._raise_error()
             if self._closed:
                 raise WriterClosed(f"the writer of {self.path} is closed")
             self._q.put(item)
@@ -293,9 +326,9 @@ class RunWriter:
                 return False
         return True
 
-    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def _call(self, fn: Callable[..., Any], *args: Any, force: bool = False) -> Any:
         call = _Call(fn, args)
-        self._put((_CALL, call))
+        self._put((_CALL, call), force=force)
         self._wait(call.done, None)
         if call.error is not None:
             raise call.error
@@ -351,6 +384,9 @@ class RunWriter:
 
     def _commit(self, ops: list[tuple]) -> None:
         if not ops:
+            return
+        if self._error is not None:  # stopped at the first failed commit: keep, never commit
+            self.unwritten.extend(ops)
             return
         t0 = time.monotonic()
         try:
@@ -422,8 +458,14 @@ class RunWriter:
 
     def _fail(self, error: WriterError, cause: BaseException) -> None:
         error.__cause__ = cause
-        if self._error is None:
-            self._error = error
+        if self._error is not None:
+            return
+        self._error = error
+        for listener in list(self._listeners):
+            try:
+                listener(error)
+            except Exception:  # noqa: BLE001 - a listener must not stop the others
+                log.exception("store writer: a failure listener failed")
 
     def _run_call(self, call: _Call) -> None:
         try:
@@ -544,6 +586,15 @@ def _adopt_run(conn: sqlite3.Connection, row: tuple) -> None:
         "host = ?, heartbeat_at = ? WHERE key = ?", row)
     if cur.rowcount != 1:
         raise RunNotFound(f"no run with key {row[-1]}")
+
+
+def _record_end(conn: sqlite3.Connection, row: tuple) -> None:
+    run_key, status, end_reason, ended_at, channel_reason, level, kind, message = row
+    conn.execute("UPDATE runs SET status = ?, end_reason = ?, ended_at = ? WHERE key = ?",
+                 (status, end_reason, ended_at, run_key))
+    conn.execute("UPDATE channels SET status = 'ended', end_reason = ? "
+                 "WHERE run_key = ? AND status != 'ended'", (channel_reason, run_key))
+    conn.execute(_EVENT_SQL, (run_key, None, ended_at, level, kind, message))
 
 
 def _run_key_of(conn: sqlite3.Connection, run_id: str) -> int:

@@ -1,0 +1,68 @@
+"""A run's life as every command sees it: the one table of exit codes and the one test of
+whether a run's engine is alive (shared by the CLI, `rig resume` and the monitor)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+# The exit codes of `rig` (the contract scripts and systemd rely on; docs/unattended.md).
+EXIT_OK = 0           # success: the run completed as planned
+EXIT_EARLY = 1        # the run ended early (safety trip, failure, aborted); a closed pipe
+EXIT_BAD_INPUT = 2    # bad input: a file, a path, a store, an option, a run in the wrong state
+EXIT_FAULT = 3        # an instrument or store fault the rig could not recover from
+EXIT_INTERRUPTED = 4  # stopped by SIGTERM/SIGHUP/SIGINT: outputs off, resumable (`rig resume`)
+EXIT_INSTRUMENT = EXIT_FAULT  # the older name
+
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_EARLY: "the run ended early (safety trip, failure, aborted)",
+    EXIT_BAD_INPUT: "bad input (one clear message on stderr)",
+    EXIT_FAULT: "an instrument or store fault the rig could not recover from",
+    EXIT_INTERRUPTED: "interrupted by a signal: outputs off, the run resumable",
+}
+
+HEARTBEAT_EVERY_S = 2.0
+HEARTBEAT_STALE_S = 15.0  # a run whose heartbeat is older than this has no live engine
+
+# runs `rig resume` may take over: an engine that died (still 'running') or was interrupted
+RESUMABLE_STATUSES = ("running", "interrupted")
+
+
+def dead_here(run: dict[str, Any]) -> bool:
+    """The run's engine was on this host and its process is gone: no need to wait."""
+    if run.get("host") != socket.gethostname() or not run.get("pid"):
+        return False
+    try:
+        os.kill(run["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return _is_zombie(run["pid"])
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+def heartbeat_age(run: dict[str, Any], now_wall: float | None = None) -> float:
+    return (time.time() if now_wall is None else now_wall) - (run.get("heartbeat_at") or 0.0)
+
+
+def run_is_alive(run: dict[str, Any], now_wall: float | None = None) -> bool:
+    """A live engine drives this run: it is 'running', beat recently, and its process (when on
+    this host) still exists."""
+    if run.get("status") != "running":
+        return False
+    return heartbeat_age(run, now_wall) < HEARTBEAT_STALE_S and not dead_here(run)
+
+
+class Refused(Exception):
+    """A command refused on its input or on the run's state: one line on stderr, exit 2."""
