@@ -50,7 +50,8 @@ def test_every_subcommand_and_option_is_documented(command, parser):
     section = _section(doc, command)
     assert section, f"docs/cli.md has no heading for `{command}`"
     missing = [opt for a in parser._actions for opt in a.option_strings
-               if opt.startswith("--") and opt not in ("--help",) and f"`{opt}" not in section]
+               if opt.startswith("--") and opt not in ("--help",) and a.help != argparse.SUPPRESS
+               and f"`{opt}" not in section]
     missing += [a.dest for a in parser._actions if not a.option_strings
                 and not isinstance(a, argparse._SubParsersAction)
                 and a.dest.upper() not in section]
