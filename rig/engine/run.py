@@ -233,7 +233,10 @@ async def drive(ctx: RunContext, runners: list[ChannelRunner], plan: Plan,
             if exc is None:
                 return
             kind = "store" if isinstance(exc, StoreError) else "task"
-            log.error("run %s: %s died: %r", ctx.run_id, name, exc, exc_info=exc)
+            if kind == "store":  # the store's failure is reported once, as the run's end
+                log.debug("run %s: %s stopped: %r", ctx.run_id, name, exc)
+            else:  # a bug of ours: its traceback belongs in the log
+                log.error("run %s: %s died: %r", ctx.run_id, name, exc, exc_info=exc)
             stop_with(Stop(kind, f"{name} died: {type(exc).__name__}: {exc}"))
         task.add_done_callback(done)
         return task
