@@ -72,7 +72,8 @@ CURRENT_RANGES_A = (1e-9, 10e-9, 100e-9, 1e-6, 10e-6, 100e-6, 1e-3, 10e-3)
 ERROR_NO_SCRIPT_RUNNING = 0x0006          # 'Z!0006': abort with nothing to abort
 MAX_FREQUENCY_HZ = 200e3                  # EmStat4 EIS: up to 200 kHz
 EMSTAT4_LR_RANGES = Ranges(max_current_A=0.03, max_potential_V=3.0,   # +-30 mA, +-3 V
-                           max_frequency_Hz=MAX_FREQUENCY_HZ)
+                           max_frequency_Hz=MAX_FREQUENCY_HZ,
+                           min_interval_s=1e-3, max_step_s=1e9)  # meas_loop_* arguments
 
 # ---- timing rules of the driver -----------------------------------------------------------------
 # A package due within this after until_s counts as due by until_s: float noise between the

@@ -228,6 +228,8 @@ def _message(error: dict, where: Where) -> str:
         "bool_type": f"must be true or false{quotes} (got {given})",
         "string_type": f"must be text in quotes{eg} (got {given})",
         "string_too_short": "must not be empty",
+        "string_too_long": (f"must be at most {ctx.get('max_length')} characters (got "
+                            f"{len(str(error.get('input', '')))})"),
         "literal_error": f"{given} is not one of {_choices(where, ctx)}",
         "model_type": f"must be a table (got {given})",
         "dict_type": f"must be a table (got {given})",
@@ -237,12 +239,16 @@ def _message(error: dict, where: Where) -> str:
         return simple[kind]
     if kind in ("list_type", "too_short"):
         return _list_message(kind, where, given)
+    if kind == "too_long":
+        name = where.loc[-1] if where.loc else "list"
+        items = f"[[{name}]] tables" if _holds_tables(where) else "items"
+        return f"at most {ctx.get('max_length')} {items} (got {ctx.get('actual_length')})"
     if kind == "extra_forbidden":
         return _unknown_field(where)
     if kind == "missing":
         return _missing(where)
     msg = error["msg"].removeprefix("Value error, ")
-    return msg if kind == "quantity" else f"{msg[:1].lower()}{msg[1:]} (got {given})"
+    return msg if kind in ("quantity", "text") else f"{msg[:1].lower()}{msg[1:]} (got {given})"
 
 
 def describe(error: dict) -> Problem:

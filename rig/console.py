@@ -12,6 +12,7 @@ import time
 from typing import TextIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from protocols.plan import CellSpec, Plan
@@ -41,7 +42,8 @@ class RunConsole:
 
     def run_started(self, run_id: str, plan: Plan) -> None:
         self.total_cycles = max(plan.total_cycles, 1)
-        self.console.print(f"run {run_id}: {plan.name} ({plan.kind}), "
+        # names, cell ids and reasons are the user's free text: escaped, never read as markup
+        self.console.print(f"run {run_id}: {escape(plan.name)} ({plan.kind}), "
                            f"{len(plan.channels)} channel(s), {plan.total_cycles} cycles")
         if self.live:
             self.progress = Progress(
@@ -61,7 +63,7 @@ class RunConsole:
         self.printed_decile[channel] = 0
         if self.progress is not None:
             self.tasks[channel] = self.progress.add_task(
-                "", total=self.total_cycles, ch=channel, cell=cell.cell_id,
+                "", total=self.total_cycles, ch=channel, cell=escape(cell.cell_id),
                 simtime=_hours(0), eta="   -  ", state="running")
 
     def sample(self, channel: int, t: float, e: float, i: float) -> None:
@@ -82,16 +84,17 @@ class RunConsole:
             if decile > self.printed_decile[channel] or cycle == 1:
                 self.printed_decile[channel] = decile
                 self.console.print(
-                    f"ch{channel} {self.cells[channel].cell_id}: cycle {cycle}/"
+                    f"ch{channel} {escape(self.cells[channel].cell_id)}: cycle {cycle}/"
                     f"{self.total_cycles}, {_hours(elapsed).strip()} simulated, "
                     f"η {eta * 1e3:.1f} mV, CE {stats['ce'] * 100:.2f} %")
 
     def channel_ended(self, channel: int, reason: str) -> None:
         if self.progress is not None:
-            self.progress.update(self.tasks[channel], state=reason)
+            self.progress.update(self.tasks[channel], state=escape(reason))
             self._redraw(force=True)
         elif reason != "completed":
-            self.console.print(f"ch{channel} {self.cells[channel].cell_id}: ended: {reason}")
+            self.console.print(f"ch{channel} {escape(self.cells[channel].cell_id)}: ended: "
+                               f"{escape(reason)}")
 
     def _redraw(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -104,7 +107,7 @@ class RunConsole:
         if self.progress is not None:
             self.progress.refresh()
             self.progress.stop()
-        ended = ", ".join(f"ch{c} {r}" for c, r in reasons.items() if r != "completed")
+        ended = ", ".join(f"ch{c} {escape(r)}" for c, r in reasons.items() if r != "completed")
         speed = f", {sim_s / 3600:.1f} h simulated in {wall_s:.1f} s" if sim_s > wall_s else ""
         self.console.print(f"run {run_id} {status}: {len(reasons)} channel(s)"
                            f"{'; ' + ended if ended else ''}{speed}")
