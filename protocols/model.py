@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from protocols.bounds import MAX_CELLS, MAX_CHANNEL, MAX_COUNT, CellId, Name, Note
 from protocols.units import (
     Area,
+    AreaResistance,
     ArealCapacity,
     Frequency,
     PositiveCurrent,
@@ -116,6 +117,9 @@ switch it off (got 0.5)')
     short_below: Potential | None = Field(
         None, description="hard short: |E| below this during a constant-current step",
         examples=["5 mV"])
+    short_below_resistance: AreaResistance | None = Field(
+        None, description="hard short: |E| below the current density x this (templates); "
+        "one value that suits 0.1 and 5 mA/cm^2 alike", examples=["5 ohm*cm^2"])
     short_drop_fraction: float | None = Field(
         None, ge=0, lt=1, strict=True,
         description="soft short: |E| falls by more than this fraction within short_drop_window",
@@ -135,6 +139,9 @@ switch it off (got 0.5)')
 
     def problems(self) -> list[Problem]:
         found = []
+        if self.short_below is not None and self.short_below_resistance is not None:
+            found.append(("failure.short_below_resistance",
+                          "give short_below (a potential) or short_below_resistance, not both"))
         if self.short_below is not None and self.short_below < 0:
             found.append(("failure.short_below",
                           f"must be 0 (off) or above, got {self.short_below:g} V"))

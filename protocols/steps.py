@@ -197,7 +197,12 @@ class SequenceModel(ProtocolBase):
         examples=[["short_hard"]])
 
     def problems(self) -> list[Problem]:
-        return super().problems() + sequence_problems(self)
+        found = super().problems() + sequence_problems(self)
+        if self.failure is not None and self.failure.short_below_resistance is not None:
+            found.append(("failure.short_below_resistance", (
+                "only for the template kinds (a sequence has no single current density); give "
+                'short_below as a potential, e.g. short_below = "1 mV"')))
+        return found
 
 
 # ---- the step tree -----------------------------------------------------------------------------

@@ -88,6 +88,8 @@ AREA = Dimension("area", "cm^2", "1.13 cm^2", "cm^2", True, low=1e-4, high=1e3)
 VOLUME = Dimension("volume", "mL", "5 mL", "mL", True, low=1e-3, high=1e4)
 FREQUENCY = Dimension("frequency", "Hz", "200 kHz", "Hz", True, low=1e-6, high=1e7)
 POTENTIAL_RATE = Dimension("potential rate", "V/s", "1 mV/h", "mV/h", True, low=1e-12, high=1e3)
+AREA_RESISTANCE = Dimension("area-specific resistance", "ohm*cm^2", "5 ohm*cm^2", "ohm*cm^2",
+                            True, low=1e-3, high=1e7)
 RECORD_INTERVAL = Dimension("time", "s", "10 s", "s", True, low=1e-3, high=86400.0)
 """A recording interval: 1 ms (the fastest any instrument acquires) to one day."""
 
@@ -237,3 +239,4 @@ Volume = quantity_type(VOLUME)
 Frequency = quantity_type(FREQUENCY)
 PotentialRate = quantity_type(POTENTIAL_RATE)
 RecordInterval = quantity_type(RECORD_INTERVAL)
+AreaResistance = quantity_type(AREA_RESISTANCE)

@@ -57,4 +57,5 @@ def expand(m: GasEvolutionModel) -> Plan:
     channels = tuple(ChannelPlan(cell_spec(c), cell_steps(m, c)) for c in m.cells)
     return Plan(kind=m.kind, name=m.name, safety=safety_for(m.safety, channels),
                 channels=channels, total_cycles=m.cycles, parameters=parameters(m, channels),
-                failure=failure_criteria(m.failure), outcome="gas_per_cycle")
+                failure=failure_criteria(m.failure, j_min_A_cm2=m.current_density),
+                outcome="gas_per_cycle")
