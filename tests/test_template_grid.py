@@ -89,3 +89,16 @@ def test_ce_default_names_shorts_with_a_threshold_scaled_to_the_current_density(
         plan = parse_protocol(ce_file(j), "ce.toml")
         assert plan.failure.short_below_V == pytest.approx(below)
         assert plan.failure.short_drop_fraction == 0.5
+
+
+def test_a_reading_pinned_at_the_range_past_the_cutoff_is_the_cutoff_other_overloads_trip():
+    from protocols.plan import EndCondition
+    from rig.engine.conditions import planned_cutoff
+
+    ends = (EndCondition("potential_above", 1.0),)
+    # the EmStat4 LR reads at most 3 V: a strip whose Na ran out shows 3.0 V with overload
+    assert planned_cutoff(ends, 3.0, 5e-3, True, 0.01, 3.0) == ends[0]
+    assert planned_cutoff(ends, 1.3, 5e-3, True, 0.01, 3.0) is None    # overload, not pinned
+    assert planned_cutoff(ends, -3.0, 5e-3, True, 0.01, 3.0) is None   # pinned, wrong side
+    assert planned_cutoff(ends, 3.0, 50e-3, True, 0.01, 3.0) is None   # current over the limit
+    assert planned_cutoff(ends, 3.0, 5e-3, True, 0.01) is None         # range unknown: trips
