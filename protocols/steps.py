@@ -190,7 +190,7 @@ class SequenceModel(ProtocolBase):
     record: RecordModel | None = Field(None, description="for every step without its own")
     steps: list[StepModel] = Field(min_length=1)
     failure: FailureModel | None = None
-    outcome: Literal[OUTCOMES] | None = Field(
+    outcome: Literal[OUTCOMES] | None = Field(  # type: ignore[valid-type]
         None, description="what rig.analysis.outcomes computes when a channel ends")
     expected_ends: list[Name] = Field(
         default_factory=list, description="end reasons that are this protocol's planned result",

@@ -6,7 +6,7 @@ step within its ``max_step_s``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from drivers.base import Ranges
 from protocols.bounds import step_duration
@@ -79,7 +79,7 @@ def _timing_problems(steps: list[Step], r: Ranges, where: str, name: str) -> lis
     return problems
 
 
-def _labels(steps: list[Step], what: str) -> str:
+def _labels(steps: Sequence[Step], what: str) -> str:
     """``potential step "hold"``, ``EIS steps "eis_before", "eis_after"``."""
     labels = list(dict.fromkeys(f'"{s.label}"' for s in steps))
     return f"{what}{'s' if len(labels) > 1 else ''} {', '.join(labels)}"
