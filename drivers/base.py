@@ -6,6 +6,7 @@ a driver is usable alone in a notebook. Every value crossing this boundary is an
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -81,13 +82,16 @@ class Ranges:
     """What a potentiostat channel can do, so a plan can be checked before a cell is touched.
 
     ``modes``: which of ``MODES`` it runs; ``max_frequency_Hz``: the highest EIS frequency
-    (None: no limit known).
+    (None: no limit known); ``min_interval_s``: its fastest acquisition; ``max_step_s``: the
+    longest step it times.
     """
 
     max_current_A: float
     max_potential_V: float
     modes: tuple[str, ...] = MODES
     max_frequency_Hz: float | None = None
+    min_interval_s: float = 0.0
+    max_step_s: float = math.inf
 
 
 @runtime_checkable

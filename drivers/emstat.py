@@ -82,7 +82,8 @@ POTENTIAL_RANGES_V = (50e-3, 100e-3, 200e-3, 500e-3, 1.0)
 LOWEST_CURRENT_RANGE_A = 100e-9           # the lowest range both the LR and the HR have
 MAX_FREQUENCY_HZ = 200e3                  # EmStat4 EIS: up to 200 kHz
 EMSTAT4_LR_RANGES = Ranges(max_current_A=0.03, max_potential_V=3.0,   # +-30 mA, +-3 V
-                           max_frequency_Hz=MAX_FREQUENCY_HZ)
+                           max_frequency_Hz=MAX_FREQUENCY_HZ,
+                           min_interval_s=1e-3, max_step_s=1e9)  # meas_loop_* arguments
 
 # ---- timing rules of the driver -----------------------------------------------------------------
 # A package due within this after until_s counts as due by until_s: float noise between the

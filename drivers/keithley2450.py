@@ -247,7 +247,8 @@ class Keithley2450:
     """One Keithley 2450 (or a 2400, ``command_set="2400"``) as a galvanostat channel."""
 
     ranges = Ranges(max_current_A=MAX_CURRENT_A, max_potential_V=MAX_POTENTIAL_V,
-                    modes=("current", "open_circuit"))  # a galvanostat: no potential, no EIS
+                    modes=("current", "open_circuit"),  # a galvanostat: no potential, no EIS
+                    min_interval_s=0.05)  # one :READ? at NPLC 1 (20 ms) plus its round trip
     streaming = False  # one reading per read_samples call: read once per recording interval
 
     def __init__(

@@ -20,6 +20,15 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
+from protocols.bounds import (
+    MAX_LOOP_DEPTH,
+    MAX_NESTING,
+    FileTooLarge,
+    bracket_depth,
+    nesting_depth,
+    plan_bounds_problems,
+    read_protocol_text,
+)
 from protocols.kinds import ProtocolFile
 from protocols.messages import Problem, describe_all
 from protocols.model import ProtocolBase
@@ -78,7 +87,9 @@ def load_protocol(path: str | Path) -> LoadedProtocol:
     'plating_stripping'
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_protocol_text(path)
+    except FileTooLarge as e:
+        raise ProtocolError([f"{path}: {e}"]) from None
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise ProtocolError([f"{path}: cannot read the file: {reason}"]) from None
@@ -95,7 +106,7 @@ def parse_protocol(text: str, source_name: str = "<protocol>") -> Plan:
     """
     model = validate_protocol(parse_toml(text, source_name), source_name)
     plan = EXPANDERS[model.kind](model)  # type: ignore[attr-defined]
-    problems = plan_problems(plan)
+    problems = plan_problems(plan) + plan_bounds_problems(plan)
     if problems:
         raise ProtocolError.from_problems(source_name, problems)
     return plan
@@ -110,10 +121,19 @@ def parse_toml(text: str, source_name: str) -> dict:
     protocols.load.ProtocolError: x.toml: line 1, column 11: not valid TOML: \
 Expected newline or end of document after a statement
     """
+    too_deep = [f"{source_name}: tables and arrays nest more than {MAX_NESTING} deep; a "
+                "protocol needs far fewer (a loop in a loop costs 2)"]
+    if bracket_depth(text) > MAX_NESTING:  # before tomllib, which recurses
+        raise ProtocolError(too_deep)
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ProtocolError([toml_problem(str(e), text, source_name)]) from None
+    except RecursionError:  # nesting the bracket count cannot see; never a traceback
+        raise ProtocolError(too_deep) from None
+    if nesting_depth(data) > MAX_NESTING:  # dotted keys nest without brackets
+        raise ProtocolError(too_deep)
+    return data
 
 
 _WHERE = re.compile(r"\s*\((?:at line (\d+), column (\d+)|at end of document)\)$")
@@ -137,6 +157,9 @@ def toml_problem(message: str, text: str, source_name: str) -> str:
 
 def validate_protocol(data: dict, source_name: str) -> ProtocolBase:
     """The parsed TOML as the kind's model, or every schema and cross-field problem."""
+    deep = _loop_too_deep(data.get("steps"))
+    if deep:
+        raise ProtocolError([f"{source_name}: {deep}: loops nest at most {MAX_LOOP_DEPTH} deep"])
     try:
         model: ProtocolBase = _ADAPTER.validate_python(data)
     except ValidationError as e:
@@ -145,6 +168,22 @@ def validate_protocol(data: dict, source_name: str) -> ProtocolBase:
     if problems:
         raise ProtocolError.from_problems(source_name, problems)
     return model
+
+
+def _loop_too_deep(steps: object) -> str | None:
+    """The path of the first loop nested deeper than ``MAX_LOOP_DEPTH``, or None."""
+    stack = [(steps, "steps", 0)]
+    while stack:
+        node, path, depth = stack.pop()
+        if not isinstance(node, list):
+            continue
+        for i, step in enumerate(node):
+            if isinstance(step, dict) and step.get("type") == "loop":
+                here = f"{path}[{i}]"
+                if depth + 1 > MAX_LOOP_DEPTH:
+                    return here
+                stack.append((step.get("steps"), f"{here}.steps", depth + 1))
+    return None
 
 
 def plan_problems(plan: Plan) -> list[Problem]:

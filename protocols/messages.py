@@ -129,7 +129,7 @@ class Translator:
     tag_fields: tuple[str, ...] = ("kind", "type")  # the fields that can be a union's tag
     examples_name_the_field = False  # "e.g. port = 5" rather than "e.g. 5"
     allowed_lists_tags = False  # whether "unknown field (allowed: ...)" lists the tag field
-    verbatim: frozenset[str] = frozenset({"quantity"})
+    verbatim: frozenset[str] = frozenset({"quantity", "text"})
 
     def __init__(self, top: type[BaseModel] | list[type[BaseModel]]) -> None:
         self.top = top
@@ -283,6 +283,8 @@ class Translator:
             "float_parsing": f"must be a number{eg} (got {given})",
             "string_type": f"must be text in quotes{eg} (got {given})",
             "string_too_short": "must not be empty",
+            "string_too_long": (f"must be at most {ctx.get('max_length')} characters (got "
+                                f"{len(str(error.get('input', '')))})"),
             "literal_error": f"{given} is not one of {self._choices(where, ctx)}",
             "model_type": f"must be a table (got {given})",
             "dict_type": f"must be a table (got {given})",
@@ -294,6 +296,10 @@ class Translator:
             return self._bool_message(error, where, given)
         if kind in ("list_type", "too_short"):
             return self._list_message(kind, where, given)
+        if kind == "too_long":
+            name = where.loc[-1] if where.loc else "list"
+            items = f"[[{name}]] tables" if self._holds_tables(where) else "items"
+            return f"at most {ctx.get('max_length')} {items} (got {ctx.get('actual_length')})"
         if kind == "extra_forbidden":
             return self._unknown_field(where)
         if kind == "missing":

@@ -29,8 +29,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from protocols.bounds import MAX_CELLS, MAX_CHANNEL, MAX_COUNT, CellId, Name, Note
 from protocols.units import (
     Area,
+    AreaResistance,
     ArealCapacity,
     Frequency,
     PositiveCurrent,
@@ -38,6 +40,7 @@ from protocols.units import (
     PositivePotential,
     Potential,
     PotentialRate,
+    RecordInterval,
     Time,
     Volume,
 )
@@ -69,14 +72,15 @@ class FileModel(BaseModel):
 class CellModel(FileModel):
     """One ``[[cells]]`` table: the cell on one potentiostat channel."""
 
-    channel: int = Field(ge=0, strict=True, description="potentiostat channel, 0-based", examples=[0])
-    cell_id: str = Field(min_length=1, description="your name for the cell", examples=["NaNa-G1"])
+    channel: int = Field(ge=0, le=MAX_CHANNEL, strict=True,
+                         description="potentiostat channel, 0-based", examples=[0])
+    cell_id: CellId = Field(description="your name for the cell", examples=["NaNa-G1"])
     type: Literal["symmetric", "na_cu", "na_al", "full"] = Field(
         description="symmetric Na||Na, Na||Cu, Na||Al, or a full cell", examples=["symmetric"])
     area: Area = Field(description="electrode area", examples=["1.13 cm^2"])
-    electrolyte: str = Field(min_length=1, examples=["1 M NaPF6 in diglyme"])
+    electrolyte: Name = Field(examples=["1 M NaPF6 in diglyme"])
     headspace: Volume | None = Field(None, description="gas holder headspace", examples=["5 mL"])
-    notes: str = ""
+    notes: Note = ""
 
 
 class SafetyModel(FileModel):
@@ -113,6 +117,9 @@ switch it off (got 0.5)')
     short_below: Potential | None = Field(
         None, description="hard short: |E| below this during a constant-current step",
         examples=["5 mV"])
+    short_below_resistance: AreaResistance | None = Field(
+        None, description="hard short: |E| below the current density x this (templates); "
+        "one value that suits 0.1 and 5 mA/cm^2 alike", examples=["5 ohm*cm^2"])
     short_drop_fraction: float | None = Field(
         None, ge=0, lt=1, strict=True,
         description="soft short: |E| falls by more than this fraction within short_drop_window",
@@ -126,11 +133,15 @@ switch it off (got 0.5)')
         description="divergence: a half-cycle's mean |E| above k x the early cycles' mean",
         examples=[2.0])
     divergence_reference_cycles: int | None = Field(
-        None, ge=1, strict=True, description="the early cycles the divergence compares with",
+        None, ge=1, le=MAX_COUNT, strict=True,
+        description="the early cycles the divergence compares with",
         examples=[5])
 
     def problems(self) -> list[Problem]:
         found = []
+        if self.short_below is not None and self.short_below_resistance is not None:
+            found.append(("failure.short_below_resistance",
+                          "give short_below (a potential) or short_below_resistance, not both"))
         if self.short_below is not None and self.short_below < 0:
             found.append(("failure.short_below",
                           f"must be 0 (off) or above, got {self.short_below:g} V"))
@@ -145,10 +156,10 @@ switch it off (got 0.5)')
 class ProtocolBase(FileModel):
     """Fields every protocol file has, whatever its kind."""
 
-    name: str = Field(min_length=1, examples=["Na||Na plating-stripping, glyme vs carbonate"])
-    description: str = ""
+    name: Name = Field(examples=["Na||Na plating-stripping, glyme vs carbonate"])
+    description: Note = ""
     safety: SafetyModel = Field(default_factory=SafetyModel)
-    cells: list[CellModel] = Field(min_length=1)
+    cells: list[CellModel] = Field(min_length=1, max_length=MAX_CELLS)
 
     def problems(self) -> list[Problem]:
         """Cross-field checks: unique channels and cell ids, a sane safety window."""
@@ -190,7 +201,7 @@ class RateRungModel(FileModel):
     """One rung of a ``rate_ladder``: ``cycles`` cycles at ``current_density``."""
 
     current_density: PositiveCurrentDensity = Field(examples=["0.5 mA/cm^2"])
-    cycles: int = Field(ge=1, strict=True, examples=[10])
+    cycles: int = Field(ge=1, le=MAX_COUNT, strict=True, examples=[10])
 
 
 class PlatingStrippingModel(ProtocolBase):
@@ -205,11 +216,11 @@ class PlatingStrippingModel(ProtocolBase):
     current_density: PositiveCurrentDensity | None = Field(None, examples=["1 mA/cm^2"])
     areal_capacity: ArealCapacity = Field(
         description="charge per half-cycle, per electrode area", examples=["1 mAh/cm^2"])
-    cycles: int | None = Field(None, ge=1, strict=True, examples=[200])
+    cycles: int | None = Field(None, ge=1, le=MAX_COUNT, strict=True, examples=[200])
     rate_ladder: list[RateRungModel] | None = Field(
         None, min_length=1, description="instead of current_density and cycles",
         examples=[[{"current_density": "0.5 mA/cm^2", "cycles": 10}]])
-    record_interval: Time = Field(description="record a sample at least this often",
+    record_interval: RecordInterval = Field(description="record a sample at least this often",
                                   examples=["10 s"])
     record_dE: PositivePotential | None = Field(
         None, description="also record when E moved this much", examples=["5 mV"])
@@ -248,7 +259,7 @@ class CoulombicEfficiencyModel(ProtocolBase):
 
     kind: Literal["coulombic_efficiency"]
     method: Literal["reservoir", "per_cycle"] = Field(examples=["reservoir"])
-    cycles: int = Field(ge=1, strict=True, description="n", examples=[10])
+    cycles: int = Field(ge=1, le=MAX_COUNT, strict=True, description="n", examples=[10])
     current_density: PositiveCurrentDensity = Field(
         "0.5 mA/cm^2", validate_default=True, examples=["0.5 mA/cm^2"])
     cycle_capacity: ArealCapacity = Field(
@@ -264,7 +275,7 @@ class CoulombicEfficiencyModel(ProtocolBase):
     cutoff: PositivePotential = Field(
         "1 V", validate_default=True, description="a strip ends when E rises above this",
         examples=["1 V"])
-    record_interval: Time = Field(examples=["10 s"])
+    record_interval: RecordInterval = Field(examples=["10 s"])
     record_dE: PositivePotential | None = Field(None, examples=["5 mV"])
     rest_before: Time | None = Field(None, examples=["1 h"])
     failure: FailureModel | None = None
@@ -327,8 +338,8 @@ class CriticalCurrentDensityModel(ProtocolBase):
         examples=[["0.5 mA/cm^2", "1 mA/cm^2", "2 mA/cm^2"]])
     ramp: RampModel | None = None
     areal_capacity: ArealCapacity = Field(examples=["1 mAh/cm^2"])
-    cycles_per_step: int = Field(ge=1, strict=True, examples=[5])
-    record_interval: Time = Field(examples=["10 s"])
+    cycles_per_step: int = Field(ge=1, le=MAX_COUNT, strict=True, examples=[5])
+    record_interval: RecordInterval = Field(examples=["10 s"])
     record_dE: PositivePotential | None = Field(None, examples=["5 mV"])
     rest_before: Time | None = Field(None, examples=["1 h"])
     failure: FailureModel | None = None
@@ -382,14 +393,14 @@ class OcvImpedanceModel(ProtocolBase):
     interval: Time = Field("1 h", validate_default=True, description="rest between sweeps",
                            examples=["1 h"])
     duration: Time | None = Field(None, description="total rest time", examples=["12 h"])
-    sweeps: int | None = Field(None, ge=1, strict=True,
+    sweeps: int | None = Field(None, ge=1, le=MAX_COUNT, strict=True,
                                description="number of sweeps, the first one included",
                                examples=[13])
     sweep_at_start: bool = Field(True, strict=True, description="a sweep before the first rest")
     rest_dEdt_below: PotentialRate | None = Field(
         None, description="a rest also ends when |dE/dt| falls below this", examples=["1 mV/h"])
     eis: EisModel = Field(default_factory=EisModel)
-    record_interval: Time = Field(examples=["1 min"])
+    record_interval: RecordInterval = Field(examples=["1 min"])
     record_dE: PositivePotential | None = Field(None, examples=["1 mV"])
 
     def rests(self) -> int:
@@ -420,8 +431,8 @@ class GasEvolutionModel(ProtocolBase):
                               examples=["2 h"])
     current_density: PositiveCurrentDensity = Field(examples=["0.5 mA/cm^2"])
     areal_capacity: ArealCapacity = Field(examples=["1 mAh/cm^2"])
-    cycles: int = Field(ge=1, strict=True, examples=[20])
-    record_interval: Time = Field(examples=["10 s"])
+    cycles: int = Field(ge=1, le=MAX_COUNT, strict=True, examples=[20])
+    record_interval: RecordInterval = Field(examples=["10 s"])
     record_dE: PositivePotential | None = Field(None, examples=["5 mV"])
     failure: FailureModel | None = None
 

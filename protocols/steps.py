@@ -37,6 +37,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BeforeValidator, Field
 
+from protocols.bounds import MAX_COUNT, Name
 from protocols.model import OUTCOMES, FailureModel, FileModel, Problem, ProtocolBase
 from protocols.units import (
     ArealCapacity,
@@ -48,6 +49,7 @@ from protocols.units import (
     PositivePotential,
     Potential,
     PotentialRate,
+    RecordInterval,
     Time,
 )
 
@@ -76,9 +78,8 @@ class EndModel(FileModel):
                                                   examples=["10 uA"])
     dEdt_below: PotentialRate | None = Field(None, description="|dE/dt| below",
                                              examples=["1 mV/h"])
-    then: str = Field("next", min_length=1,
-                      description='"next", a later step\'s label, or "end:<outcome>"',
-                      examples=["next"])
+    then: Name = Field("next", description='"next", a later step\'s label, or "end:<outcome>"',
+                       examples=["next"])
 
     def given(self) -> list[tuple[str, float]]:
         """The conditions this table sets, ``[(field, canonical value)]``."""
@@ -89,7 +90,7 @@ class EndModel(FileModel):
 class RecordModel(FileModel):
     """``record``: keep a sample every ``every``, or sooner when E moved ``dE`` or I ``dI``."""
 
-    every: Time = Field(examples=["10 s"])
+    every: RecordInterval = Field(examples=["10 s"])
     dE: PositivePotential | None = Field(None, examples=["5 mV"])
     dI: PositiveCurrent | None = Field(None, examples=["0.1 mA"])
 
@@ -112,8 +113,8 @@ Until = Annotated[list[EndModel], BeforeValidator(_as_list),
 
 
 class StepBase(FileModel):
-    label: str | None = Field(None, min_length=1, description="a name for gotos and the data",
-                              examples=["plate"])
+    label: Name | None = Field(None, description="a name for gotos and the data",
+                               examples=["plate"])
 
 
 class RestStep(StepBase):
@@ -169,7 +170,7 @@ class LoopStep(StepBase):
     """Repeat ``steps`` ``count`` times; ``counts_cycles``: each iteration is a new cycle."""
 
     type: Literal["loop"]
-    count: int = Field(ge=1, strict=True, examples=[10])
+    count: int = Field(ge=1, le=MAX_COUNT, strict=True, examples=[10])
     counts_cycles: bool = Field(False, strict=True)
     steps: list[StepModel] = Field(min_length=1)
 
@@ -191,12 +192,17 @@ class SequenceModel(ProtocolBase):
     failure: FailureModel | None = None
     outcome: Literal[OUTCOMES] | None = Field(  # type: ignore[valid-type]
         None, description="what rig.analysis.outcomes computes when a channel ends")
-    expected_ends: list[str] = Field(
+    expected_ends: list[Name] = Field(
         default_factory=list, description="end reasons that are this protocol's planned result",
         examples=[["short_hard"]])
 
     def problems(self) -> list[Problem]:
-        return super().problems() + sequence_problems(self)
+        found = super().problems() + sequence_problems(self)
+        if self.failure is not None and self.failure.short_below_resistance is not None:
+            found.append(("failure.short_below_resistance", (
+                "only for the template kinds (a sequence has no single current density); give "
+                'short_below as a potential, e.g. short_below = "1 mV"')))
+        return found
 
 
 # ---- the step tree -----------------------------------------------------------------------------

@@ -35,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -60,6 +61,10 @@ class Dimension:
     example: str  # shown in error messages: (expected e.g. "1 mA/cm^2")
     display: str  # unit to print values in for people
     positive: bool = False  # must be > 0
+    # the sane range of |value| (canonical unit): a value outside it is a typo or a unit slip
+    # ("1 ns", "1e300 s", "1 mA/furlong^2"), refused before it reaches an instrument; 0 passes
+    low: float = 0.0
+    high: float = math.inf
 
     def article(self) -> str:
         """``"a"`` or ``"an"`` for this dimension's name.
@@ -70,20 +75,27 @@ class Dimension:
         return "an" if self.name[0] in "aeiou" else "a"
 
 
-CURRENT_DENSITY = Dimension("current density", "A/cm^2", "1 mA/cm^2", "mA/cm^2")
-AREAL_CAPACITY = Dimension("areal capacity", "C/cm^2", "1 mAh/cm^2", "mAh/cm^2", True)
-CURRENT = Dimension("current", "A", "1 mA", "mA")
-POTENTIAL = Dimension("potential", "V", "1 V", "V")
-TIME = Dimension("time", "s", "10 s", "s", True)
-CHARGE = Dimension("charge", "C", "1 mAh", "mAh", True)
-AREA = Dimension("area", "cm^2", "1.13 cm^2", "cm^2", True)
-VOLUME = Dimension("volume", "mL", "5 mL", "mL", True)
-FREQUENCY = Dimension("frequency", "Hz", "200 kHz", "Hz", True)
-POTENTIAL_RATE = Dimension("potential rate", "V/s", "1 mV/h", "mV/h", True)
+# sane ranges: a lab cell's values with wide margins (docs/protocols.md, "Bounds")
+CURRENT_DENSITY = Dimension("current density", "A/cm^2", "1 mA/cm^2", "mA/cm^2",
+                            low=1e-9, high=1.0)  # 1 nA/cm^2 .. 1000 mA/cm^2
+AREAL_CAPACITY = Dimension("areal capacity", "C/cm^2", "1 mAh/cm^2", "mAh/cm^2", True,
+                           low=3.6e-6, high=360.0)  # 1 nAh/cm^2 .. 100 mAh/cm^2 (0.9 mm of Na)
+CURRENT = Dimension("current", "A", "1 mA", "mA", low=1e-12, high=10.0)
+POTENTIAL = Dimension("potential", "V", "1 V", "V", high=100.0)
+TIME = Dimension("time", "s", "10 s", "s", True, low=1e-3, high=10 * 8766 * 3600.0)  # 10 years
+CHARGE = Dimension("charge", "C", "1 mAh", "mAh", True, low=1e-12, high=3.6e4)  # 10 Ah
+AREA = Dimension("area", "cm^2", "1.13 cm^2", "cm^2", True, low=1e-4, high=1e3)
+VOLUME = Dimension("volume", "mL", "5 mL", "mL", True, low=1e-3, high=1e4)
+FREQUENCY = Dimension("frequency", "Hz", "200 kHz", "Hz", True, low=1e-6, high=1e7)
+POTENTIAL_RATE = Dimension("potential rate", "V/s", "1 mV/h", "mV/h", True, low=1e-12, high=1e3)
+AREA_RESISTANCE = Dimension("area-specific resistance", "ohm*cm^2", "5 ohm*cm^2", "ohm*cm^2",
+                            True, low=1e-3, high=1e7)
+RECORD_INTERVAL = Dimension("time", "s", "10 s", "s", True, low=1e-3, high=86400.0)
+"""A recording interval: 1 ms (the fastest any instrument acquires) to one day."""
 
 
 def _positive(dim: Dimension) -> Dimension:
-    return Dimension(dim.name, dim.unit, dim.example, dim.display, True)
+    return dataclasses.replace(dim, positive=True)
 
 
 _EXPONENT_WORD = re.compile(r"\b([A-Za-zµμ]+)([23])\b")  # cm2 -> cm^2 (not 1e3: no \b)
@@ -151,17 +163,47 @@ def parse_quantity(value: Any, dim: Dimension) -> float:
         raise _fail(f"{{given}} is not a finite number ({_expected(dim)})", given=f'"{value}"')
     if dim.positive and result <= 0:
         raise _fail("must be greater than zero (got {given})", given=f'"{value}"')
+    if result != 0 and not dim.low <= abs(result) <= dim.high:
+        raise _fail(_out_of_range(value, result, dim), given=f'"{value}"')
     return result
 
 
-def format_quantity(value: float, dim: Dimension, digits: int = 4) -> str:
-    """A canonical float back to text in the dimension's display unit.
+def _out_of_range(text: str, value: float, dim: Dimension) -> str:
+    """``"1 ns" is 1e-06 ms; allowed: 1 ms to 10 years`` - in units a reader thinks in."""
+    unit = _unit_for(max(abs(value), dim.low), dim)
+    shown = ureg.Quantity(value, dim.unit).to(unit).magnitude
+    hi = format_quantity(dim.high, dim, unit=_unit_for(dim.high, dim))
+    if dim.low > 0:
+        allowed = f"{format_quantity(dim.low, dim, unit=_unit_for(dim.low, dim))} to {hi}"
+    else:
+        allowed = f"at most {hi}"
+    magnitude = "" if dim.positive else " in magnitude"
+    return f"{{given}} is {shown:.4g} {unit}; allowed: {allowed}{magnitude}"
+
+
+_TIME_UNITS = (("s", 1.0), ("min", 60.0), ("h", 3600.0), ("days", 86400.0),
+               ("years", 8766 * 3600.0))
+
+
+def _unit_for(value: float, dim: Dimension) -> str:
+    """The display unit, or for a time the largest of s/min/h/day/year that keeps it >= 1."""
+    if dim.unit != "s" or value < 1.0:
+        return "ms" if dim.unit == "s" and value < 1.0 else dim.display
+    return [u for u, f in _TIME_UNITS if value >= f][-1]
+
+
+def format_quantity(value: float, dim: Dimension, digits: int = 4,
+                    unit: str | None = None) -> str:
+    """A canonical float back to text in the dimension's display unit (or ``unit``).
 
     >>> format_quantity(0.001, CURRENT_DENSITY)
     '1 mA/cm^2'
     """
-    shown = ureg.Quantity(value, dim.unit).to(dim.display).magnitude
-    return f"{shown:.{digits}g} {dim.display}"
+    unit = unit or dim.display
+    shown = ureg.Quantity(value, dim.unit).to(unit).magnitude
+    if shown == 1 and unit in ("days", "years"):
+        unit = unit[:-1]
+    return f"{shown:.{digits}g} {unit}"
 
 
 def quantity_type(dim: Dimension) -> Any:
@@ -196,3 +238,5 @@ Area = quantity_type(AREA)
 Volume = quantity_type(VOLUME)
 Frequency = quantity_type(FREQUENCY)
 PotentialRate = quantity_type(POTENTIAL_RATE)
+RecordInterval = quantity_type(RECORD_INTERVAL)
+AreaResistance = quantity_type(AREA_RESISTANCE)

@@ -1,14 +1,17 @@
 """A plan checked against the instruments that will run it, before a cell is touched: every
 current within the channel's range, the safety window within what the instrument can apply,
 every step of a kind the instrument runs (``Ranges.modes``), every EIS frequency within its
-``max_frequency_Hz``."""
+``max_frequency_Hz``, every acquisition interval at or above its ``min_interval_s`` and every
+step within its ``max_step_s``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from drivers.base import Ranges
+from protocols.bounds import step_duration
 from protocols.plan import ConstantCurrent, ConstantPotential, Eis, Loop, Plan, Rest, Step
+from rig.engine.channel import acquire_every
 
 MODE_OF = {ConstantCurrent: "current", ConstantPotential: "potential", Rest: "open_circuit",
            Eis: "eis"}
@@ -54,10 +57,29 @@ def check_ranges(plan: Plan, ranges: dict[int, tuple[str, Ranges]], source: str)
             problems.append(f"{where}: potentials up to {max(potentials + [window]):g} V exceed "
                             f"the +-{r.max_potential_V:g} V of {name}")
         problems += _capability_problems(list(_steps(cp.steps)), r, where, name)
+        problems += _timing_problems(list(_steps(cp.steps)), r, where, name)
     return problems
 
 
-def _labels(steps: list[Step], what: str) -> str:
+def _timing_problems(steps: list[Step], r: Ranges, where: str, name: str) -> list[str]:
+    """Acquisition faster than the instrument measures; a step longer than it can time."""
+    problems = []
+    timed = [s for s in steps if isinstance(s, (ConstantCurrent, ConstantPotential, Rest))]
+    fast = [s for s in timed if acquire_every(s.record) < r.min_interval_s * (1 - 1e-9)]
+    if fast:
+        every = min(acquire_every(s.record) for s in fast)
+        problems.append(f"{where}: {_labels(fast, 'step')} acquire every {every * 1e3:g} ms, "
+                        f"faster than {name} measures (at most every "
+                        f"{r.min_interval_s * 1e3:g} ms); raise the record interval")
+    durations = [(s, step_duration(s)) for s in timed]
+    long = [s for s, t in durations if t is not None and t > r.max_step_s]
+    if long:
+        problems.append(f"{where}: {_labels(long, 'step')} last longer than the "
+                        f"{r.max_step_s / 3600:g} h {name} can time in one step")
+    return problems
+
+
+def _labels(steps: Sequence[Step], what: str) -> str:
     """``potential step "hold"``, ``EIS steps "eis_before", "eis_after"``."""
     labels = list(dict.fromkeys(f'"{s.label}"' for s in steps))
     return f"{what}{'s' if len(labels) > 1 else ''} {', '.join(labels)}"

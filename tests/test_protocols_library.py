@@ -186,7 +186,7 @@ def test_without_a_failure_table_plating_stripping_watches_for_nothing():
      "failure.divergence_reference_cycles: must be at least 1 (got 0)"),
     ("short_below_mV = 5",
      ('failure.short_below_mV: unknown field (did you mean "short_below"? allowed: short_below, '
-     "short_drop_fraction, short_drop_window, soft_short_ends, divergence_factor, "
+     "short_below_resistance, short_drop_fraction, short_drop_window, soft_short_ends, divergence_factor, "
      "divergence_reference_cycles)")),
 ])
 def test_failure_table_errors_name_the_field(table, expected):

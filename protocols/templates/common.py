@@ -91,12 +91,30 @@ def window_of(given: SafetyModel, window_V: tuple[float, float]) -> tuple[float,
 
 
 NO_FAILURE_CRITERIA = FailureCriteria()
+SHORT_ASR_OHM_CM2 = 10.0
+"""Default hard-short threshold as an area-specific resistance: a shorted cell reads
+|E| ~ I x R_short, well under 1 Ohm cm^2; a healthy glyme cell about 20 Ohm cm^2 from 0.1 to
+5 mA/cm^2 (Rs + R_SEI + kinetics; a carbonate far more). An absolute threshold cannot serve that
+range: 5 mV is a healthy glyme cell at 0.1 mA/cm^2, and above a hard short at 5 mA/cm^2."""
+SHORT_BELOW_MAX_V = 0.005  # never above 5 mV: a hard short of a few-ohm shunt stays under it
+
+
+def default_short_below(j_min_A_cm2: float) -> float:
+    """The default hard-short threshold (V) for a run whose lowest current density is
+    ``j_min_A_cm2``: ``SHORT_ASR_OHM_CM2`` x j, at most 5 mV.
+
+    >>> default_short_below(0.1e-3), default_short_below(2e-3)
+    (0.001, 0.005)
+    """
+    return min(SHORT_BELOW_MAX_V, SHORT_ASR_OHM_CM2 * j_min_A_cm2)
 
 
 def failure_criteria(given: FailureModel | None,
-                     defaults: FailureCriteria = NO_FAILURE_CRITERIA) -> FailureCriteria:
+                     defaults: FailureCriteria = NO_FAILURE_CRITERIA,
+                     j_min_A_cm2: float | None = None) -> FailureCriteria:
     """The kind's default criteria with the file's ``[failure]`` values over them; a value of
-    0 switches a criterion off.
+    0 switches a criterion off. ``short_below_resistance`` becomes a potential at the run's
+    lowest current density ``j_min_A_cm2`` (the strictest: a higher current only raises |E|).
 
     >>> failure_criteria(FailureModel(short_below="5 mV")).short_below_V
     0.005
@@ -104,12 +122,15 @@ def failure_criteria(given: FailureModel | None,
     """
     if given is None:
         return defaults
-    changes = {}
+    changes: dict = {}
     for name, target in _FAILURE_FIELDS.items():
         value = getattr(given, name)
         if value is None:
             continue
         changes[target] = None if (target in _OFF_WHEN_ZERO and value == 0) else value
+    asr = given.short_below_resistance
+    if asr is not None and j_min_A_cm2 is not None:
+        changes["short_below_V"] = asr * j_min_A_cm2
     return dataclasses.replace(defaults, **changes)
 
 

@@ -37,6 +37,7 @@ from protocols.plan import (
     ChannelPlan,
     ConstantCurrent,
     EndCondition,
+    FailureCriteria,
     Loop,
     Plan,
     RecordRule,
@@ -44,6 +45,7 @@ from protocols.plan import (
 )
 from protocols.templates.common import (
     cell_spec,
+    default_short_below,
     failure_criteria,
     half_cycle,
     record_rule,
@@ -52,6 +54,7 @@ from protocols.templates.common import (
 )
 
 MAH_CM2 = 3.6  # C/cm^2 per mAh/cm^2
+
 DEFAULT_RESERVOIR = 5 * MAH_CM2
 DEFAULT_FORMATION = 5 * MAH_CM2
 NOT_REACHED = "end:cutoff_not_reached"
@@ -126,9 +129,25 @@ def parameters(m: CoulombicEfficiencyModel) -> dict:
     }
 
 
+def default_failure(m: CoulombicEfficiencyModel) -> FailureCriteria:
+    """A short is named: hard (``short_hard``, the threshold scaled to the current density by
+    ``default_short_below``) or soft (``short_soft``: |E| halves within 60 s); the file's ``[failure]`` table overrides it (``short_below =
+    "0 V"`` switches it off). Without it a short during a strip passes charge through the
+    shunt until the time guard ends the channel as ``cutoff_not_reached``, naming nothing.
+
+    >>> from protocols.model import CoulombicEfficiencyModel as M
+    >>> default_failure(M(kind="coulombic_efficiency", name="x", method="per_cycle", cycles=1,
+    ...     current_density="2 mA/cm^2", record_interval="10 s", cells=[dict(channel=0,
+    ...     cell_id="A", type="na_cu", area="1 cm^2", electrolyte="x")])).short_below_V
+    0.005
+    """
+    return FailureCriteria(short_below_V=default_short_below(m.current_density),
+                           short_drop_fraction=0.5, short_drop_window_s=60.0)
+
+
 def expand(m: CoulombicEfficiencyModel) -> Plan:
     channels = tuple(ChannelPlan(cell_spec(c), cell_steps(m, c)) for c in m.cells)
     return Plan(kind=m.kind, name=m.name, safety=safety_for(m.safety, channels, CE_WINDOW_V),
                 channels=channels, total_cycles=m.cycles, parameters=parameters(m),
-                failure=failure_criteria(m.failure),
+                failure=failure_criteria(m.failure, default_failure(m), m.current_density),
                 outcome="reservoir_ce" if m.method == "reservoir" else "per_cycle_ce")

@@ -21,9 +21,12 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+
 from protocols.model import CellModel, CriticalCurrentDensityModel
 from protocols.plan import ChannelPlan, FailureCriteria, Loop, Plan, Step
 from protocols.templates.common import (
+    default_short_below,
     cell_spec,
     cycles_loop,
     failure_criteria,
@@ -36,6 +39,13 @@ from protocols.templates.common import (
 DEFAULT_FAILURE = FailureCriteria(short_below_V=0.005, short_drop_fraction=0.5,
                                   short_drop_window_s=60.0, soft_short_ends=True)
 EXPECTED_ENDS = ("short_hard", "short_soft", "safety_window")
+
+
+def default_failure(m: CriticalCurrentDensityModel) -> FailureCriteria:
+    """``DEFAULT_FAILURE`` with its hard-short threshold scaled to the lowest current density
+    (5 mV from 0.5 mA/cm^2 up; below that a healthy glyme cell reads under 5 mV)."""
+    return dataclasses.replace(DEFAULT_FAILURE,
+                               short_below_V=default_short_below(min(m.densities())))
 
 
 def rungs(m: CriticalCurrentDensityModel) -> list[tuple[float, int]]:
@@ -67,5 +77,6 @@ def expand(m: CriticalCurrentDensityModel) -> Plan:
     channels = tuple(ChannelPlan(cell_spec(c), cell_steps(m, c)) for c in m.cells)
     return Plan(kind=m.kind, name=m.name, safety=safety_for(m.safety, channels),
                 channels=channels, total_cycles=len(m.densities()) * m.cycles_per_step,
-                parameters=parameters(m), failure=failure_criteria(m.failure, DEFAULT_FAILURE),
+                parameters=parameters(m),
+                failure=failure_criteria(m.failure, default_failure(m), min(m.densities())),
                 outcome="ccd", expected_ends=EXPECTED_ENDS)

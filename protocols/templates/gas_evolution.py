@@ -22,8 +22,9 @@ Example:
 from __future__ import annotations
 
 from protocols.model import CellModel, GasEvolutionModel
-from protocols.plan import ChannelPlan, Plan, Step
+from protocols.plan import ChannelPlan, FailureCriteria, Plan, Step
 from protocols.templates.common import (
+    default_short_below,
     cell_rows,
     cell_spec,
     cycles_loop,
@@ -53,8 +54,17 @@ def parameters(m: GasEvolutionModel, channels: tuple[ChannelPlan, ...]) -> dict:
     }
 
 
+def default_failure(m: GasEvolutionModel) -> FailureCriteria:
+    """Shorts are named by default (hard: ``default_short_below``; soft: |E| halves within
+    60 s): a shorted cell passes its current through the shunt, makes no gas, and would
+    otherwise "complete" with a gas per cycle that is not the cell's."""
+    return FailureCriteria(short_below_V=default_short_below(m.current_density),
+                           short_drop_fraction=0.5, short_drop_window_s=60.0)
+
+
 def expand(m: GasEvolutionModel) -> Plan:
     channels = tuple(ChannelPlan(cell_spec(c), cell_steps(m, c)) for c in m.cells)
     return Plan(kind=m.kind, name=m.name, safety=safety_for(m.safety, channels),
                 channels=channels, total_cycles=m.cycles, parameters=parameters(m, channels),
-                failure=failure_criteria(m.failure), outcome="gas_per_cycle")
+                failure=failure_criteria(m.failure, default_failure(m), m.current_density),
+                outcome="gas_per_cycle")

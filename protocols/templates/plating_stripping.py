@@ -60,5 +60,6 @@ def expand(m: PlatingStrippingModel) -> Plan:
     channels = tuple(ChannelPlan(cell_spec(c), cell_steps(m, c)) for c in m.cells)
     return Plan(kind=m.kind, name=m.name, safety=safety_for(m.safety, channels),
                 channels=channels, total_cycles=sum(n for _, n in m.rungs()),
-                parameters=parameters(m), failure=failure_criteria(m.failure),
+                parameters=parameters(m),
+                failure=failure_criteria(m.failure, j_min_A_cm2=min(j for j, _ in m.rungs())),
                 outcome="failure_cycle")

@@ -266,24 +266,21 @@ class ChannelRunner:
         t_start = ctx.clock.now()
         ctx.writer.checkpoint(ctx.run_key, self.channel, t_start,
                               self.checkpoint_state(step_done=False, totals=totals))
-        if isinstance(step, ConstantCurrent):
-            result = await self._run_current(step, totals)
-        elif isinstance(step, Rest):
-            result = await self._run_rest(step, totals)
-        elif isinstance(step, ConstantPotential):
-            result = await self._run_potential(step, totals)
-        elif isinstance(step, Eis):
-            result = await self._run_eis(step)
-        else:
-            raise cond.BadPlan(f"{step.kind} steps are not supported")
-        t_end = ctx.clock.now()
-        ctx.writer.step_end(ctx.run_key, self.channel, {
-            "step": self.state.step_no, "cycle": self.state.cycle, "label": step.label,
-            "kind": step.kind, "half_cycle": getattr(step, "half_cycle", None),
-            "t_start": t_start, "t_end": t_end, "end_reason": result.end_reason,
-            "charge_C": result.charge_C, "e_mean_abs_V": result.e_mean_abs_V,
-            "e_end_V": result.e_end_V, "n_samples": result.n_samples,
-        })
+        try:
+            if isinstance(step, ConstantCurrent):
+                result = await self._run_current(step, totals)
+            elif isinstance(step, Rest):
+                result = await self._run_rest(step, totals)
+            elif isinstance(step, ConstantPotential):
+                result = await self._run_potential(step, totals)
+            elif isinstance(step, Eis):
+                result = await self._run_eis(step)
+            else:
+                raise cond.BadPlan(f"{step.kind} steps are not supported")
+        except ChannelEnded as end:  # a trip or a short: the step still gets its row
+            self._step_row(step, t_start, self._result(step, totals, end.reason))
+            raise
+        t_end = self._step_row(step, t_start, result)
         ctx.writer.checkpoint(ctx.run_key, self.channel, t_end,
                               self.checkpoint_state(step_done=True, then=result.then))
         ctx.writer.event(ctx.run_key, self.channel, t_end, "info", "step_end",
@@ -293,6 +290,19 @@ class ChannelRunner:
                          f"{result.e_mean_abs_V * 1e3:.1f} mV")
         self._report_half_cycle(step, result)
         return result
+
+    def _step_row(self, step: Step, t_start: float, result: StepResult) -> float:
+        """Store the step's summary row; returns its end time."""
+        ctx = self.ctx
+        t_end = ctx.clock.now()
+        ctx.writer.step_end(ctx.run_key, self.channel, {
+            "step": self.state.step_no, "cycle": self.state.cycle, "label": step.label,
+            "kind": step.kind, "half_cycle": getattr(step, "half_cycle", None),
+            "t_start": t_start, "t_end": t_end, "end_reason": result.end_reason,
+            "charge_C": result.charge_C, "e_mean_abs_V": result.e_mean_abs_V,
+            "e_end_V": result.e_end_V, "n_samples": result.n_samples,
+        })
+        return t_end
 
     def checkpoint_state(self, step_done: bool, totals: StepTotals | None = None,
                          then: str = "next", holding: bool = False) -> dict[str, Any]:
@@ -481,10 +491,13 @@ class ChannelRunner:
             for s in samples:
                 e, i, ts = s.potential_V, s.current_A, s.t_s
                 if not (e_min <= e <= e_max) or abs(i) > i_max or s.overload:
-                    planned = cond.planned_cutoff(ends, e, i, s.overload, i_max)
+                    planned = cond.planned_cutoff(ends, e, i, s.overload, i_max,
+                                                  self.driver.ranges.max_potential_V)
                     if planned is None:
                         # output off first; then the data (nothing measured is lost), the event
                         rows.append((t0 + ts, step_no, cycle, e, i, q + i * (ts - last_ts)))
+                        _tally(totals, q + i * (ts - last_ts),  # the tripping sample counts
+                               e_abs_dt + abs(e) * (ts - last_ts), t_before + ts, n + 1, e)
                         await self._trip(s, t0, rows)
                     else:  # the step's own cutoff, overshot in one sample: its planned end
                         self._overshoot(s, t0, planned)
@@ -505,6 +518,7 @@ class ChannelRunner:
                     if kind is not None:
                         if not rows or rows[-1][0] != t0 + ts:
                             rows.append((t0 + ts, step_no, cycle, e, i, q))
+                        _tally(totals, q, e_abs_dt, t_before + last_ts, n, e)
                         await self._short(kind, e, i, t0 + ts, rows)
                         rows = []
                 if hit is not None:
@@ -520,6 +534,7 @@ class ChannelRunner:
                 break
         if shorts is not None and shorts.suspect_since is not None and n:
             # the step ended inside the watch window: judge on the last sample
+            _tally(totals, q, e_abs_dt, t_before + last_ts, n, e)
             await self._short(shorts.classify(abs(e)), e, i, t0 + last_ts, [])
         if n and recorder.force(last_ts, e, i):
             writer.samples(run_key, ch, [(t0 + last_ts, step_no, cycle, e, i, q)])
@@ -652,6 +667,16 @@ class ChannelRunner:
             ctx = self.ctx
             ctx.writer.event(ctx.run_key, self.channel, ctx.clock.now(), "error", "output_off",
                              f"could not switch the output off: {exc}")
+
+
+def _tally(totals: StepTotals, q: float, e_abs_dt: float, t_active: float, n: int,
+           e: float) -> None:
+    """What a step had done when a trip or a short ends it (for its steps row); a step that
+    carries on sets its totals itself when its stream ends."""
+    totals.q, totals.e_abs_dt, totals.t_active = q, e_abs_dt, t_active
+    totals.n += n
+    if n:
+        totals.e_end = e
 
 
 def acquire_every(rule: RecordRule) -> float:

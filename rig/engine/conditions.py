@@ -48,12 +48,20 @@ def instrument_window(ends: tuple[EndCondition, ...], safety: Safety) -> tuple[f
 
 
 def planned_cutoff(ends: tuple[EndCondition, ...], e: float, i: float,
-                   overload: bool, i_max: float) -> EndCondition | None:
+                   overload: bool, i_max: float,
+                   e_range_V: float | None = None) -> EndCondition | None:
     """A potential end of the step that this out-of-window sample also crossed (a cutoff
-    overshot in one sample, e.g. a Na||Cu strip when the Na runs out), else None. Never for an
-    overload or a current over the limit: those always trip."""
-    if overload or abs(i) > i_max:
+    overshot in one sample, e.g. a Na||Cu strip when the Na runs out), else None. Never for a
+    current over the limit, and never for an overload - except a potential pinned at the
+    instrument's range ``e_range_V`` on the far side of the step's own potential cutoff: the
+    reading then proves the cutoff was crossed (the spike of a Na||Cu strip whose Na ran out
+    goes past a +-3 V range), and the instrument, armed at that cutoff, stopped there."""
+    if abs(i) > i_max:
         return None
+    if overload:
+        pinned = e_range_V is not None and abs(e) >= e_range_V * (1 - 1e-6)
+        hit = first_end(ends, e, i) if pinned else None
+        return hit if hit is not None and hit.kind.startswith("potential") else None
     hit = first_end(ends, e, i)
     return hit if hit is not None and hit.kind.startswith("potential") else None
 

@@ -408,8 +408,12 @@ def validate_station(data: dict[str, Any], source: str = "<station>") -> Station
 
 def read_station_file(path: str | Path) -> StationFile:
     """Read and validate a station file (nothing is opened)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
+    from protocols.bounds import FileTooLarge, read_protocol_text
+
+    try:  # a size cap and regular files only, as for protocol files (never /dev/zero)
+        text = read_protocol_text(path)
+    except FileTooLarge as exc:
+        raise StationError(f"{path}: {str(exc).replace('protocol', 'station')}") from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise StationError(f"{path}: cannot read the file: {reason}") from None

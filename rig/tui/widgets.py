@@ -113,13 +113,13 @@ class ChannelTable(DataTable):
             cells = row.cells(columns)
             before = self._shown.get(key)
             if before is None:
-                self.add_row(*(state_text(c) if k == state_col else c
+                self.add_row(*(state_text(c) if k == state_col else Text(c)  # never markup
                                for k, c in enumerate(cells)), key=key)
             else:
                 for k, (name, value) in enumerate(zip(columns, cells)):
                     if value != before[k]:
                         self.update_cell(key, name, state_text(value) if k == state_col
-                                         else value, update_width=True)
+                                         else Text(value), update_width=True)
             self._shown[key] = cells
 
     @property
@@ -207,8 +207,8 @@ class StatusLine(Static):
 
     message: reactive[str] = reactive("connecting…")
 
-    def render(self) -> str:
-        return self.message
+    def render(self) -> Text:
+        return Text(self.message)  # a run's end reason is free text: never markup
 
 
 class AlarmBadge(Static):
@@ -369,7 +369,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Grid(id="dialog"):
-            yield Label(self.question, id="question")
+            yield Label(Text(self.question), id="question")
             yield Label("[b]y[/b] yes   [b]n[/b] no", id="answer-keys")
 
     def action_answer(self, yes: bool) -> None:
@@ -381,7 +381,7 @@ def run_option(run: dict, current: str) -> Option:
     mark = "●" if run["id"] == current else " "
     text = (f"{mark} {run['id']:<22} {run['status']:<12} {run['n_channels']:>3} ch  "
             f"{str(run['name'] or '')[:40]}")
-    return Option(text, id=run["id"])
+    return Option(Text(text), id=run["id"])  # the name is free text: never markup
 
 
 class RunPicker(ModalScreen[str | None]):
