@@ -113,7 +113,7 @@ def test_progress_moves_within_a_cycle_and_gives_wall_time_left():
 
 def test_in_a_pipe_one_whole_line_per_cycle_and_no_ce_for_symmetric_cells():
     plan = load_protocol_text(two_cells("pipe", cycles=3, cells=(
-        ("a-cell-id-[bold]-that-is-long-and-has-markup-" + "x" * 60, "1 M NaPF6 in diglyme"),)))
+        ("a-cell-id-[bold]-long-with-markup-" + "x" * 28, "1 M NaPF6 in diglyme"),)))
     out = io.StringIO()
     console = RunConsole(out=out)
     console.run_started("r2", plan)

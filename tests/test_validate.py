@@ -6,7 +6,7 @@ from drivers.base import MODES, Ranges
 from drivers.emstat import EMSTAT4_LR_RANGES
 from drivers.keithley2450 import Keithley2450
 from protocols import parse_protocol
-from rig.sim import emstat as sim_emstat
+from rig.sim import mscript as sim_emstat  # the simulator's MethodSCRIPT limits
 from rig.validate import check_ranges
 
 PLAN = parse_protocol("""
