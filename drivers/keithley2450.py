@@ -83,6 +83,7 @@ from drivers.base import (
     InstrumentGone,
     InstrumentProtocolError,
     InstrumentTimeout,
+    OutputNotConfirmedOff,
     Ranges,
     Sample,
 )
@@ -92,6 +93,7 @@ MAX_POTENTIAL_V = 21.0  # the default compliance, and the 20 V range the rig use
 MAX_BACKOFF_S = 1.0
 END_EPS_S = 1e-6  # a step has ended when t >= duration - END_EPS_S (clock float resolution)
 MAX_ERRORS = 64  # errors() stops after this many, in case the queue never reports 0
+OFF_ATTEMPTS = 4  # output_off: tries, each on a fresh connection after a failed one
 
 # 2450 source status (SOURSTAT element): bit 5 the source was limited (in compliance), bit 7 on.
 STAT_2450_LIMIT = 32
@@ -299,7 +301,7 @@ class Keithley2450:
                 pass
 
     def close(self) -> None:
-        """Output off (best effort), then the connection. Idempotent."""
+        """Output off (best effort, with reconnects), then the connection. Idempotent."""
         if self._res is None:
             return
         self._off_quietly()
@@ -398,16 +400,48 @@ class Keithley2450:
         return self._query(self.scpi.output_query, parse_bool)
 
     def output_off(self) -> None:
-        """The safety path: ``:OUTP OFF``, confirmed by ``:OUTP?`` (sent again if it still reads
-        on). Works in any state; raises a typed error if the output could not be seen off."""
+        """The safety path: ``:OUTP OFF``, confirmed by ``:OUTP?`` reading 0. Works in any state.
+
+        A failed attempt (a dropped connection: ``Broken pipe``, a timeout, a garbled reply, an
+        output that still reads on) is retried up to ``OFF_ATTEMPTS`` times, each after a
+        reconnect: the instrument keeps sourcing when its LAN link drops, so a new connection
+        is what switches it off. If it still cannot be confirmed: :class:`OutputNotConfirmedOff`
+        (the output may be on; the caller must say so in an alarm)."""
         if self._step is not None:
             self._step.ended = True
-        for _ in range(2):
-            self._write(self.scpi.output.format("OFF"))
-            if not self.output_is_on():
-                return
-        raise InstrumentProtocolError(
-            f"{self.resource_name}: the output still reads on after :OUTP OFF, twice")
+        failures: list[str] = []
+        for attempt in range(OFF_ATTEMPTS):
+            if attempt:
+                self._backoff(attempt - 1)
+            try:
+                if self._res is None:
+                    self._reconnect()
+                self._write(self.scpi.output.format("OFF"))
+                if not self.output_is_on():
+                    return
+                failures.append(":OUTP? still reads 1")
+            except InstrumentError as exc:
+                failures.append(str(exc))
+                self._disconnect()  # the next attempt starts on a fresh connection
+        raise OutputNotConfirmedOff(
+            f"{self.resource_name}: output-off not confirmed after {OFF_ATTEMPTS} attempts "
+            f"with reconnects; THE OUTPUT MAY STILL BE ON (last: {failures[-1]})")
+
+    def safe_off(self) -> bool:
+        """``output_off`` that never raises: True once the output was seen off."""
+        try:
+            self.output_off()
+        except InstrumentError:
+            return False
+        return True
+
+    def _reconnect(self) -> None:
+        """A new connection; settings are re-sent before the next step (the instrument kept
+        them, but nothing read back since says so)."""
+        self._disconnect()
+        self._open()
+        self._configured = False
+        self._compliance_V = None
 
     # --- the Potentiostat role (streaming)
     def start_current(

@@ -354,6 +354,19 @@ class SimulatedKeithley2450:
                 pass
         self._server.server_close()  # joins the handler threads
 
+    def drop_connections(self) -> int:
+        """Reset every open connection, as a pulled LAN cable or a switch reboot does; the
+        instrument keeps its state (and keeps sourcing) and accepts new connections."""
+        with self._lock:
+            connections = list(self._connections)
+        for sock in connections:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return len(connections)
+
     def __enter__(self) -> Self:
         return self.start()
 
