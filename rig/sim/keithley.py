@@ -245,6 +245,11 @@ def _boolean(args: list[str]) -> bool:
     raise ScpiError(ILLEGAL_VALUE)
 
 
+def _check_boolean(args: list[str]) -> None:
+    """A setting the simulator accepts and ignores (autorange: it has one range)."""
+    _boolean(args)
+
+
 def _word(args: list[str], choices: dict[str, str]) -> str:
     if not args or not args[0]:
         raise ScpiError(MISSING_PARAMETER)
@@ -539,10 +544,10 @@ class SimulatedKeithley2450:
             "SOUR:CURR:RANG:AUTO": lambda a: _boolean(a) and None,
             "SOUR:VOLT": self._set_voltage,
             "SOUR:VOLT?": lambda a: _e(self.level_V),
-            "SOUR:VOLT:RANG:AUTO": lambda a: _boolean(a) and None,
+            "SOUR:VOLT:RANG:AUTO": _check_boolean,
             "CURR:NPLC": self._set_nplc,
             "CURR:NPLC?": lambda a: _e(self.nplc),
-            "CURR:RANG:AUTO": lambda a: _boolean(a) and None,
+            "CURR:RANG:AUTO": _check_boolean,
             "FUNC": self._set_sense,
             "FUNC?": lambda a: f'"{self.sense_function}:DC"',
             "VOLT:NPLC": self._set_nplc,

@@ -122,8 +122,10 @@ class SimulatedInstruments:
         self._faults = faults
         self._specs = {cp.cell.channel: cp.cell for cp in plan.channels} if plan else {}
         self._channel_of = {c.instrument: c.channel for c in config.channels}
-        self._dummies = {c.channel: c.dummy_resistor for c in config.channels
-                         if c.dummy_resistor is not None}
+        self._dummies: dict[int, float] = {}  # channel -> ohm, for channels wired to a resistor
+        for c in config.channels:
+            if c.dummy_resistor is not None:
+                self._dummies[c.channel] = c.dummy_resistor
         self.cells: dict[int, Any] = {}
         self.holders: dict[int, Any] = {}
         self.by_name: dict[str, Any] = {}
