@@ -178,10 +178,12 @@ def test_output_off_sends_off_again_while_outp_reads_on(rm):
               (":SYST:ERR?", '-113,"Undefined header"'), (":SOUR:CURR:VLIM 300", None),
               (":SYST:ERR?", '-222,"Data out of range"'), (":SYST:ERR?", NO_ERROR),
               (":SOUR:CURR:VLIM 1.5", None), (":SOUR:CURR:VLIM?", "1.500000E+00"),
+              (":SOUR:VOLT:ILIM 0.005", None), (":SOUR:VOLT:ILIM?", "5.000000E-03"),
               (":OUTP?", "0"), (":OUTP ON", None), (":OUTP?", "1"), (":OUTP OFF", None),
               (":OUTP?", "0")]),
     ("2400", [("*IDN?", IDN_2400), (":SENS:VOLT:PROT 1.5", None),
-              (":SENS:VOLT:PROT?", "+1.500000E+00"), (":SOUR:CURR:VLIM 1", None),
+              (":SENS:VOLT:PROT?", "+1.500000E+00"), (":SENS:CURR:PROT 0.005", None),
+              (":SENS:CURR:PROT?", "+5.000000E-03"), (":SOUR:CURR:VLIM 1", None),
               (":SYST:ERR?", '-113,"Undefined header"'), (":OUTP?", "0")]),
 ])
 def test_the_simulator_answers_the_manuals_pairs(rm, command_set, pairs):
