@@ -59,6 +59,11 @@ class RetriedFaults:
         return taken
 
 
+class OutputNotConfirmedOff(InstrumentGone):
+    """Output-off was retried (with reconnects) and still not confirmed: the output may be ON.
+    The caller must raise an alarm saying so; the cell may still be driven."""
+
+
 @dataclass(frozen=True, slots=True)
 class Sample:
     """One measurement of a potentiostat channel.

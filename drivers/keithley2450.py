@@ -1,4 +1,4 @@
-"""Keithley 2450 SourceMeter as a galvanostat, over pyvisa (SCPI; the 2400's command set too).
+"""Keithley 2450 SourceMeter as a galvanostat (and potentiostat), over pyvisa (SCPI; the 2400's command set too).
 
     >>> smu = Keithley2450("TCPIP0::192.168.1.50::5025::SOCKET")
     >>> smu.identify()
@@ -51,7 +51,13 @@ and then calls; the driver never waits for ``until_s``. Open circuit is 0 A sour
 output on (a current source at 0 A is the high-impedance voltmeter the cell needs; with the
 output off the relay is open and there is nothing to measure).
 
-Not here: potentiostatic steps and EIS (the 2450 has no impedance analyser; ``eis`` raises).
+Potentiostatic steps (``start_potential``): the current limit (2450 ``:SOUR:VOLT:ILIM``,
+2400 ``:SENS:CURR:PROT``) is armed to the step's ``i_max_A`` and read back first, then the level
+(``:SOUR:VOLT:LEV``) before ``:SOUR:FUNC VOLT`` (never a stale level), then ``:SENS:FUNC
+"CURR"``; the 2450's reading is then I, V, status (READ is the measured value). A reading in the
+limit switches the output off. At the step's end the cell goes back to 0 A (current source).
+
+Not here: EIS (the 2450 has no impedance analyser; ``eis`` raises).
 
 Transport faults: a timeout (VI_ERROR_TMO) or a garbled reply is retried ``retries`` times with a
 bounded exponential backoff, and the input is drained before each retry so a late reply cannot
@@ -83,6 +89,7 @@ from drivers.base import (
     InstrumentGone,
     InstrumentProtocolError,
     InstrumentTimeout,
+    OutputNotConfirmedOff,
     Ranges,
     Sample,
 )
@@ -92,6 +99,7 @@ MAX_POTENTIAL_V = 21.0  # the default compliance, and the 20 V range the rig use
 MAX_BACKOFF_S = 1.0
 END_EPS_S = 1e-6  # a step has ended when t >= duration - END_EPS_S (clock float resolution)
 MAX_ERRORS = 64  # errors() stops after this many, in case the queue never reports 0
+OFF_ATTEMPTS = 4  # output_off: tries, each on a fresh connection after a failed one
 
 # 2450 source status (SOURSTAT element): bit 5 the source was limited (in compliance), bit 7 on.
 STAT_2450_LIMIT = 32
@@ -114,7 +122,15 @@ class CommandSet:
     compliance_query: str
     off_state: str  # output-off state: relay open
     read: str  # one reading: V, I and a status that flags compliance
+    current_limit: str = ""  # current limit while sourcing voltage (A)
+    current_limit_query: str = ""
     source_function: str = ":SOUR:FUNC CURR"
+    voltage_function: str = ":SOUR:FUNC VOLT"
+    voltage_autorange: str = ":SOUR:VOLT:RANG:AUTO 1"
+    voltage: str = ":SOUR:VOLT:LEV {:.6g}"  # V, +-MAX_POTENTIAL_V here
+    sense_current: str = ':SENS:FUNC "CURR"'
+    current_sense_autorange: str = ":SENS:CURR:RANG:AUTO 1"
+    current_nplc: str = ":SENS:CURR:NPLC 1"
     current_autorange: str = ":SOUR:CURR:RANG:AUTO 1"
     current: str = ":SOUR:CURR:LEV {:.6g}"  # A, +-MAX_CURRENT_A
     sense_function: str = ':SENS:FUNC "VOLT"'
@@ -132,11 +148,13 @@ COMMAND_SETS: dict[str, CommandSet] = {
     "2450": CommandSet(
         name="2450", model="2450",
         compliance=":SOUR:CURR:VLIM {:.6g}", compliance_query=":SOUR:CURR:VLIM?",
+        current_limit=":SOUR:VOLT:ILIM {:.6g}", current_limit_query=":SOUR:VOLT:ILIM?",
         off_state=":OUTP:CURR:SMOD HIMP",
         read=':READ? "defbuffer1", READ, SOUR, SOURSTAT'),
     "2400": CommandSet(
         name="2400", model="2400",
         compliance=":SENS:VOLT:PROT {:.6g}", compliance_query=":SENS:VOLT:PROT?",
+        current_limit=":SENS:CURR:PROT {:.6g}", current_limit_query=":SENS:CURR:PROT?",
         off_state=":OUTP:SMOD HIMP",
         read=":READ?"),
 }
@@ -177,11 +195,13 @@ def _status(text: str) -> int:
     return int(value)
 
 
-def parse_reading(reply: str, command_set: str) -> Reading:
+def parse_reading(reply: str, command_set: str, source: str = "CURR") -> Reading:
     """A ``:READ?`` reply of either command set.
 
     2450, ``READ, SOUR[, SOURSTAT]``: ``"2.1E-02,1.13E-03,1.28E+02"`` -> V, I, limited = bit 5;
-    2400, ``V,I,R,t,status`` (compliance = status bit 3) or ``V,I`` after ``:FORM:ELEM VOLT,CURR``.
+    READ is the measured value and SOUR the sourced one, so sourcing voltage (``source="VOLT"``)
+    the reply is I, V, status. 2400, always ``V,I,R,t,status`` (compliance = status bit 3) or
+    ``V,I`` after ``:FORM:ELEM VOLT,CURR``.
     """
     if command_set not in COMMAND_SETS:
         raise ValueError(f"command_set must be one of {sorted(COMMAND_SETS)}, not {command_set!r}")
@@ -198,6 +218,8 @@ def parse_reading(reply: str, command_set: str) -> Reading:
             parse_number(fields[2])  # resistance (9.91E37 when not measured) and time:
             parse_number(fields[3])  # checked for shape only
         limited = n == 5 and bool(_status(fields[4]) & STAT_2400_COMPLIANCE)
+    if command_set == "2450" and source == "VOLT":
+        return Reading(_value(fields[1], "potential"), _value(fields[0], "current"), limited)
     return Reading(_value(fields[0], "potential"), _value(fields[1], "current"), limited)
 
 
@@ -247,7 +269,7 @@ class Keithley2450:
     """One Keithley 2450 (or a 2400, ``command_set="2400"``) as a galvanostat channel."""
 
     ranges = Ranges(max_current_A=MAX_CURRENT_A, max_potential_V=MAX_POTENTIAL_V,
-                    modes=("current", "open_circuit"),  # a galvanostat: no potential, no EIS
+                    modes=("current", "potential", "open_circuit"),  # no EIS
                     min_interval_s=0.05)  # one :READ? at NPLC 1 (20 ms) plus its round trip
     streaming = False  # one reading per read_samples call: read once per recording interval
 
@@ -274,6 +296,9 @@ class Keithley2450:
         self._res: Any = None
         self._configured = False  # function, off-state, sense set since connect/reset
         self._compliance_V: float | None = None  # armed and read back
+        self._current_limit_A: float | None = None  # armed and read back (voltage source)
+        self._source = "CURR"  # what the instrument sources: CURR or VOLT
+        self._sense = "VOLT"  # what it measures
         self._step: _Step | None = None
         self._open()
 
@@ -300,7 +325,7 @@ class Keithley2450:
                 pass
 
     def close(self) -> None:
-        """Output off (best effort), then the connection. Idempotent."""
+        """Output off (best effort, with reconnects), then the connection. Idempotent."""
         if self._res is None:
             return
         self._off_quietly()
@@ -357,6 +382,42 @@ class Keithley2450:
         for line in (s.clear_status, s.source_function, s.off_state, s.sense_function, s.nplc):
             self._write(line)
         self._configured = True
+        self._source, self._sense = "CURR", "VOLT"
+        self._current_limit_A = None
+
+    def arm_current_limit(self, i_limit_A: float) -> None:
+        """Set the current limit of the voltage source and read it back; refuse otherwise."""
+        if not (math.isfinite(i_limit_A) and 0 < i_limit_A <= MAX_CURRENT_A):
+            raise ValueError(f"current limit must be in (0, {MAX_CURRENT_A}] A, not {i_limit_A!r}")
+        self._current_limit_A = None
+        self._write(self.scpi.current_limit.format(i_limit_A))
+        armed = self._query(self.scpi.current_limit_query, parse_number)
+        if not math.isclose(armed, i_limit_A, rel_tol=1e-5, abs_tol=1e-12):
+            errs = self._errors_quietly()
+            raise InstrumentProtocolError(
+                f"the {self.scpi.model} did not accept a {i_limit_A:g} A current limit (it reads "
+                f"{armed:g} A{'; errors: ' + _fmt_errors(errs) if errs else ''})")
+        self._current_limit_A = armed
+
+    def source_voltage(self, potential_V: float) -> None:
+        """Source ``potential_V`` (level first, then the function, so the instrument never
+        sources a stale level). Output unchanged."""
+        if not (math.isfinite(potential_V) and abs(potential_V) <= MAX_POTENTIAL_V):
+            raise ValueError(f"potential {potential_V!r} V is outside +-{MAX_POTENTIAL_V} V")
+        s = self.scpi
+        for line in (s.voltage_autorange, s.voltage.format(potential_V), s.voltage_function):
+            self._write(line)
+        self._source = "VOLT"
+
+    def _sense_to(self, what: str) -> None:
+        if what == self._sense:
+            return
+        s = self.scpi
+        lines = ((s.sense_current, s.current_sense_autorange, s.current_nplc) if what == "CURR"
+                 else (s.sense_function, s.nplc))
+        for line in lines:
+            self._write(line)
+        self._sense = what
 
     def arm_compliance(self, v_limit_V: float) -> None:
         """Set the voltage limit and read it back; refuse if the instrument did not take it."""
@@ -379,6 +440,7 @@ class Keithley2450:
         s = self.scpi
         for line in (s.source_function, s.current_autorange, s.current.format(current_A)):
             self._write(line)
+        self._source = "CURR"
 
     def measure(self) -> tuple[float, float]:
         """One reading: (potential V, current A)."""
@@ -387,11 +449,13 @@ class Keithley2450:
 
     def read(self) -> Reading:
         """One reading with its compliance flag."""
-        return self._query(self.scpi.read, lambda r: parse_reading(r, self.command_set))
+        source = self._source
+        return self._query(self.scpi.read, lambda r: parse_reading(r, self.command_set, source))
 
     def output(self, on: bool) -> None:
         """``:OUTP ON|OFF``; on only after compliance was armed and read back."""
-        if on and self._compliance_V is None:
+        armed = self._current_limit_A if self._source == "VOLT" else self._compliance_V
+        if on and armed is None:
             raise InstrumentProtocolError("refusing output on: compliance not armed")
         self._write(self.scpi.output.format("ON" if on else "OFF"))
 
@@ -399,16 +463,48 @@ class Keithley2450:
         return self._query(self.scpi.output_query, parse_bool)
 
     def output_off(self) -> None:
-        """The safety path: ``:OUTP OFF``, confirmed by ``:OUTP?`` (sent again if it still reads
-        on). Works in any state; raises a typed error if the output could not be seen off."""
+        """The safety path: ``:OUTP OFF``, confirmed by ``:OUTP?`` reading 0. Works in any state.
+
+        A failed attempt (a dropped connection: ``Broken pipe``, a timeout, a garbled reply, an
+        output that still reads on) is retried up to ``OFF_ATTEMPTS`` times, each after a
+        reconnect: the instrument keeps sourcing when its LAN link drops, so a new connection
+        is what switches it off. If it still cannot be confirmed: :class:`OutputNotConfirmedOff`
+        (the output may be on; the caller must say so in an alarm)."""
         if self._step is not None:
             self._step.ended = True
-        for _ in range(2):
-            self._write(self.scpi.output.format("OFF"))
-            if not self.output_is_on():
-                return
-        raise InstrumentProtocolError(
-            f"{self.resource_name}: the output still reads on after :OUTP OFF, twice")
+        failures: list[str] = []
+        for attempt in range(OFF_ATTEMPTS):
+            if attempt:
+                self._backoff(attempt - 1)
+            try:
+                if self._res is None:
+                    self._reconnect()
+                self._write(self.scpi.output.format("OFF"))
+                if not self.output_is_on():
+                    return
+                failures.append(":OUTP? still reads 1")
+            except InstrumentError as exc:
+                failures.append(str(exc))
+                self._disconnect()  # the next attempt starts on a fresh connection
+        raise OutputNotConfirmedOff(
+            f"{self.resource_name}: output-off not confirmed after {OFF_ATTEMPTS} attempts "
+            f"with reconnects; THE OUTPUT MAY STILL BE ON (last: {failures[-1]})")
+
+    def safe_off(self) -> bool:
+        """``output_off`` that never raises: True once the output was seen off."""
+        try:
+            self.output_off()
+        except InstrumentError:
+            return False
+        return True
+
+    def _reconnect(self) -> None:
+        """A new connection; settings are re-sent before the next step (the instrument kept
+        them, but nothing read back since says so)."""
+        self._disconnect()
+        self._open()
+        self._configured = False
+        self._compliance_V = None
 
     # --- the Potentiostat role (streaming)
     def start_current(
@@ -427,8 +523,29 @@ class Keithley2450:
     def start_potential(
         self, potential_V: float, interval_s: float, duration_s: float, i_max_A: float,
     ) -> None:
-        raise InstrumentProtocolError("this driver runs the 2450 as a galvanostat only: "
-                                      "no potentiostatic steps")
+        """Potentiostatic step: arm the current limit to ``i_max_A`` and read it back, set the
+        level, source voltage, measure current, check errors, output on. A reading in the
+        limit switches the output off and ends the step (the instrument's own limit)."""
+        if not duration_s > 0:
+            raise ValueError(f"duration must be > 0 s, not {duration_s!r}")
+        if not (math.isfinite(potential_V) and abs(potential_V) <= MAX_POTENTIAL_V):
+            raise ValueError(f"potential {potential_V!r} V is outside +-{MAX_POTENTIAL_V} V")
+        self._step = None
+        try:
+            if not self._configured:
+                self.configure()
+            self.arm_current_limit(min(i_max_A, MAX_CURRENT_A))
+            self.source_voltage(potential_V)
+            self._sense_to("CURR")
+            errs = self.errors()
+            if errs:
+                raise InstrumentProtocolError(
+                    f"the {self.scpi.model} refused the step setup: {_fmt_errors(errs)}")
+        except InstrumentError:
+            self._off_quietly()
+            raise
+        self.output(True)
+        self._step = _Step(self._now(), duration_s, None, None)
 
     def _begin(
         self, current_A: float, limit_V: float, duration_s: float,
@@ -444,6 +561,7 @@ class Keithley2450:
                 self.configure()
             self.arm_compliance(limit_V)
             self.source_current(current_A)
+            self._sense_to("VOLT")
             errs = self.errors()
             if errs:
                 raise InstrumentProtocolError(
@@ -484,6 +602,11 @@ class Keithley2450:
     def _rest(self) -> None:
         if self._step is not None:
             self._step.ended = True
+        if self._source == "VOLT":  # the cell to open circuit: a current source at 0 A
+            self._write(self.scpi.current.format(0.0))
+            self._write(self.scpi.source_function)
+            self._source = "CURR"
+            return
         self._write(self.scpi.current.format(0.0))
 
     def eis(

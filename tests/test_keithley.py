@@ -369,12 +369,11 @@ def test_open_circuit_sources_zero_amps_with_compliance_armed(sim2450, clock, rm
     smu.close()
 
 
-def test_no_impedance_and_no_potentiostatic_steps(sim2450, clock, rm):
+def test_no_impedance(sim2450, clock, rm):
+    # potentiostatic steps now run: tests/test_keithley_potentiostatic.py
     smu = driver(sim2450, clock, rm)
     with pytest.raises(InstrumentProtocolError, match="no impedance"):
         smu.eis([1e3, 1.0], 0.01)
-    with pytest.raises(InstrumentProtocolError):
-        smu.start_potential(0.1, 1.0, 10.0, 1e-3)
     smu.close()
 
 

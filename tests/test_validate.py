@@ -54,12 +54,20 @@ def test_ranges_default_to_every_mode_and_no_frequency_limit():
 
 
 def test_a_galvanostat_refuses_potential_and_eis_steps_even_inside_loops():
-    assert Keithley2450.ranges.modes == ("current", "open_circuit")
-    assert check_ranges(PLAN, {0: ("the 2450", Keithley2450.ranges)}, "x.toml") == [
+    galvanostat = Ranges(1.05, 21.0, modes=("current", "open_circuit"))
+    assert check_ranges(PLAN, {0: ("the 2450", galvanostat)}, "x.toml") == [
         WHERE + 'potential step "hold" cannot run on the 2450 (it runs only constant-current '
         "steps, open-circuit rests)",
         WHERE + 'EIS step "eis_loop" cannot run on the 2450 (it runs only constant-current '
         "steps, open-circuit rests)",
+    ]
+
+
+def test_the_keithley_runs_potential_steps_and_refuses_eis_even_inside_loops():
+    assert Keithley2450.ranges.modes == ("current", "potential", "open_circuit")
+    assert check_ranges(PLAN, {0: ("the 2450", Keithley2450.ranges)}, "x.toml") == [
+        WHERE + 'EIS step "eis_loop" cannot run on the 2450 (it runs only constant-current '
+        "steps, potential steps, open-circuit rests)",
     ]
 
 

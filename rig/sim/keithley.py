@@ -20,10 +20,12 @@ form, with the optional nodes (``[:LEVel]``, ``[:SENSe]``, ``[:STATe]``, ``[:IMM
 optional. A query that fails sends nothing (the host times out), as on the instrument.
 
 Commands (2450 / ``command_set="2400"``; anything else queues -113 "Undefined header"):
-``*IDN? *RST *CLS *OPC? :SYST:ERR? :SOUR:FUNC CURR|VOLT :SOUR:CURR[:LEV] <A>
+``*IDN? *RST *CLS *OPC? :SYST:ERR? :SOUR:FUNC CURR|VOLT :SOUR:CURR[:LEV] <A> :SOUR:VOLT[:LEV] <V>
+:SOUR:VOLT:RANG:AUTO <b> :SENS:CURR:NPLC <n> :SENS:CURR:RANG:AUTO <b>
 :SOUR:CURR:RANG:AUTO <b> :SENS:FUNC "VOLT"|"CURR" :SENS:VOLT:NPLC <n> :SENS:VOLT:RANG:AUTO <b>
 :OUTP ON|OFF :OUTP?`` and, per model, the compliance ``:SOUR:CURR:VLIM <V>`` (2450; plus
-``:SOUR:CURR:VLIM:TRIP?``) or ``:SENS:VOLT:PROT <V>`` (2400), the output-off state
+``:SOUR:CURR:VLIM:TRIP?``) or ``:SENS:VOLT:PROT <V>`` (2400), the current limit of the voltage
+source ``:SOUR:VOLT:ILIM <A>`` (2450) or ``:SENS:CURR:PROT <A>`` (2400), the output-off state
 ``:OUTP:CURR:SMOD`` (2450) or ``:OUTP:SMOD`` (2400), ``:FORM:ELEM`` (2400 only), and
 ``:READ?``: on the 2450 ``:READ? ["defbuffer1"[, <elements>]]`` with elements READ (the potential),
 SOUR (the current), SOURSTAT (bit 5 = 32 the source was limited, bit 7 = 128 output on), STAT,
@@ -46,6 +48,10 @@ instrument turns into a voltage source at the limit: until the cell again accept
 current, it is driven by ``apply_potential(+-limit)`` and the reading carries the current the cell
 takes. (The reading that discovers the limit reports the set current: the interval before it was
 simulated at full current, an approximation for one reading.)
+
+Voltage source. With ``:SOUR:FUNC VOLT`` and the output on, the cell is held at the level
+(``apply_potential``); a current beyond the limit clamps it at +-limit (limit flag set) and the
+instrument becomes a current source at the limit until the cell reaches the level again.
 
 Faults (``FaultProfile``, seeded ``random.Random``; one draw per received line): with rate
 ``disconnect`` the connection is closed before the line is executed (the instrument keeps its
@@ -79,6 +85,9 @@ IDN = {
 MAX_CURRENT_A = 1.05
 VLIM_RANGE_V = (0.02, 210.0)
 DEFAULT_VLIM_V = 21.0
+ILIM_RANGE_A = (1e-9, 1.05)
+DEFAULT_ILIM_A = 1.05e-4  # the 2450's default current limit (105 uA)
+MAX_VOLTAGE_V = 210.0
 ERROR_QUEUE_SIZE = 32
 NOT_MEASURED = 9.91e37
 STAT_2450_LIMIT = 32
@@ -96,6 +105,7 @@ QUEUE_OVERFLOW = (-350, "Queue overflow")
 _KEYWORDS = {
     "SOURCE": "SOUR", "CURRENT": "CURR", "VOLTAGE": "VOLT", "LEVEL": "LEV", "IMMEDIATE": "IMM",
     "AMPLITUDE": "AMPL", "FUNCTION": "FUNC", "RANGE": "RANG", "VLIMIT": "VLIM", "TRIPPED": "TRIP",
+    "ILIMIT": "ILIM",
     "PROTECTION": "PROT", "SENSE": "SENS", "OUTPUT": "OUTP", "STATE": "STAT", "SMODE": "SMOD",
     "SYSTEM": "SYST", "ERROR": "ERR", "NEXT": "NEXT", "FORMAT": "FORM", "ELEMENTS": "ELEM",
     "NPLCYCLES": "NPLC", "AUTO": "AUTO", "READ": "READ",
@@ -235,6 +245,11 @@ def _boolean(args: list[str]) -> bool:
     raise ScpiError(ILLEGAL_VALUE)
 
 
+def _check_boolean(args: list[str]) -> None:
+    """A setting the simulator accepts and ignores (autorange: it has one range)."""
+    _boolean(args)
+
+
 def _word(args: list[str], choices: dict[str, str]) -> str:
     if not args or not args[0]:
         raise ScpiError(MISSING_PARAMETER)
@@ -354,6 +369,19 @@ class SimulatedKeithley2450:
                 pass
         self._server.server_close()  # joins the handler threads
 
+    def drop_connections(self) -> int:
+        """Reset every open connection, as a pulled LAN cable or a switch reboot does; the
+        instrument keeps its state (and keeps sourcing) and accepts new connections."""
+        with self._lock:
+            connections = list(self._connections)
+        for sock in connections:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return len(connections)
+
     def __enter__(self) -> Self:
         return self.start()
 
@@ -380,7 +408,9 @@ class SimulatedKeithley2450:
         self.source_function = "CURR"
         self.sense_function = "CURR"
         self.level_A = 0.0
+        self.level_V = 0.0
         self.vlim_V = DEFAULT_VLIM_V
+        self.ilim_A = DEFAULT_ILIM_A
         self.off_state = "NORM"
         self.nplc = 1.0
         self.limited = False  # in compliance: a voltage source at +-vlim
@@ -408,6 +438,10 @@ class SimulatedKeithley2450:
         now = self.clock.now()
         dt = max(0.0, now - self._cell_t)
         self._cell_t = max(now, self._cell_t)
+        if self.output_on and self.source_function == "VOLT":
+            e, i = self._at_potential(dt)
+            self._last = (e, i)
+            return e, i
         sourcing = self.output_on and self.source_function == "CURR" and self.level_A != 0.0
         if not sourcing:
             self.limited = False
@@ -422,6 +456,21 @@ class SimulatedKeithley2450:
             e, i = self._at_current(dt)
         self._last = (e, i)
         return e, i
+
+    def _at_potential(self, dt: float) -> tuple[float, float]:
+        """A voltage source with a current limit: beyond it, a current source at +-ilim until
+        the cell would again take less than the limit at the set level."""
+        if self.limited:
+            i = math.copysign(self.ilim_A, self._last[1] or 1.0)
+            e = self.cell.apply_current(i, dt)
+            if (e - self.level_V) * i >= 0:
+                self.limited = False  # at the limit current the cell reaches the level again
+            return e, i
+        i = self.cell.apply_potential(self.level_V, dt)
+        if abs(i) > self.ilim_A:
+            self.limited = True
+            i = math.copysign(self.ilim_A, i)
+        return self.level_V, i
 
     def _at_current(self, dt: float) -> tuple[float, float]:
         e = self.cell.apply_current(self.level_A, dt)
@@ -493,6 +542,12 @@ class SimulatedKeithley2450:
             "SOUR:CURR": self._set_level,
             "SOUR:CURR?": lambda a: _e(self.level_A),
             "SOUR:CURR:RANG:AUTO": lambda a: _boolean(a) and None,
+            "SOUR:VOLT": self._set_voltage,
+            "SOUR:VOLT?": lambda a: _e(self.level_V),
+            "SOUR:VOLT:RANG:AUTO": _check_boolean,
+            "CURR:NPLC": self._set_nplc,
+            "CURR:NPLC?": lambda a: _e(self.nplc),
+            "CURR:RANG:AUTO": _check_boolean,
             "FUNC": self._set_sense,
             "FUNC?": lambda a: f'"{self.sense_function}:DC"',
             "VOLT:NPLC": self._set_nplc,
@@ -507,6 +562,9 @@ class SimulatedKeithley2450:
                 "SOUR:CURR:VLIM": self._set_vlim,
                 "SOUR:CURR:VLIM?": lambda a: _e(self.vlim_V),
                 "SOUR:CURR:VLIM:TRIP?": lambda a: "1" if self.limited else "0",
+                "SOUR:VOLT:ILIM": self._set_ilim,
+                "SOUR:VOLT:ILIM?": lambda a: _e(self.ilim_A),
+                "SOUR:VOLT:ILIM:TRIP?": lambda a: "1" if self.limited else "0",
                 "OUTP:CURR:SMOD": self._set_off_state,
                 "OUTP:CURR:SMOD?": lambda a: self.off_state,
             })
@@ -514,6 +572,8 @@ class SimulatedKeithley2450:
             common.update({
                 "VOLT:PROT": self._set_vlim,
                 "VOLT:PROT?": lambda a: _e(self.vlim_V),
+                "CURR:PROT": self._set_ilim,
+                "CURR:PROT?": lambda a: _e(self.ilim_A),
                 "OUTP:SMOD": self._set_off_state,
                 "OUTP:SMOD?": lambda a: self.off_state,
                 "FORM:ELEM": self._set_elements,
@@ -538,6 +598,7 @@ class SimulatedKeithley2450:
         if value != self.source_function:
             self._advance()
             self.source_function = value
+            self.limited = False
 
     def _set_level(self, args: list[str]) -> None:
         value = _number(args)
@@ -546,6 +607,22 @@ class SimulatedKeithley2450:
         self._advance()
         self.level_A = value
         self.limited = False
+
+    def _set_voltage(self, args: list[str]) -> None:
+        value = _number(args)
+        if abs(value) > MAX_VOLTAGE_V:
+            raise ScpiError(OUT_OF_RANGE)
+        self._advance()
+        self.level_V = value
+        if self.source_function == "VOLT":
+            self.limited = False
+
+    def _set_ilim(self, args: list[str]) -> None:
+        value = abs(_number(args))
+        if not ILIM_RANGE_A[0] <= value <= ILIM_RANGE_A[1]:
+            raise ScpiError(OUT_OF_RANGE)
+        self._advance()
+        self.ilim_A = value
 
     def _set_vlim(self, args: list[str]) -> None:
         value = _number(args)

@@ -127,6 +127,10 @@ class SimulatedInstruments:
         self._faults = faults
         self._specs = {cp.cell.channel: cp.cell for cp in plan.channels} if plan else {}
         self._channel_of = {c.instrument: c.channel for c in config.channels}
+        self._dummies: dict[int, float] = {}  # channel -> ohm, for channels wired to a resistor
+        for c in config.channels:
+            if c.dummy_resistor is not None:
+                self._dummies[c.channel] = c.dummy_resistor
         self.cells: dict[int, Any] = {}
         self.holders: dict[int, Any] = {}
         self.by_name: dict[str, Any] = {}
@@ -174,6 +178,10 @@ class SimulatedInstruments:
 
     def cell(self, channel: int) -> Any:
         """The simulated cell of a channel (built on first use, shared by its instruments)."""
+        if channel not in self.cells and channel in self._dummies:
+            from rig.sim.dummy import DummyResistor
+
+            self.cells[channel] = DummyResistor(self._dummies[channel])
         if channel not in self.cells:
             from rig.sim.cell import NaCell, electrolyte_for
 
@@ -192,7 +200,7 @@ class SimulatedInstruments:
         channel = self._channel_of.get(entry.name)
         # an instrument no channel uses still measures a cell of its own
         cell = self.cell(channel if channel is not None else 1000 + len(self.simulators))
-        where = f"{cell.electrolyte.name} cell" + (
+        where = getattr(cell, "description", None) or f"{cell.electrolyte.name} cell" + (
             f" {self._specs[channel].cell_id}" if channel in self._specs else "")
         if isinstance(entry, EmStat4Entry):
             from rig.sim.emstat import FaultProfile, SimulatedEmStat4

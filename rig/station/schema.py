@@ -48,7 +48,9 @@ PRESSURE = Dimension("pressure", "Pa", "1.5 bar", "bar", True)
 PRESSURE_RATE = Dimension("pressure rate", "Pa/s", "50 mbar/h", "mbar/h", True)
 _TIME_OR_ZERO = Dimension("time", "s", "30 s", "s", False)
 
+RESISTANCE = Dimension("resistance", "ohm", "1 kohm", "ohm", True)
 Pressure = quantity_type(PRESSURE)
+Resistance = quantity_type(RESISTANCE)
 PressureRate = quantity_type(PRESSURE_RATE)
 
 _PPM_TEXT = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z%]*)\s*")
@@ -165,6 +167,9 @@ class ChannelEntry(_Table):
 
     channel: int = Field(ge=0, strict=True, examples=[0])
     instrument: str = Field(min_length=1, examples=["es4-a"])
+    # a test resistor wired in place of a cell (hil/ checks E = I x R on it; `rig sim serve`
+    # simulates it)
+    dummy_resistor: Resistance | None = Field(None, examples=["1 kohm"])
 
 
 class AtmosphereEntry(_Table):
