@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from drivers.base import InstrumentError, InstrumentTimeout, Potentiostat, Sample
 from protocols.plan import (
@@ -27,11 +27,10 @@ from protocols.plan import (
     Step,
 )
 from rig.engine import conditions as cond
+from rig.engine.context import RunContext
 from rig.engine.link import Link
 from rig.engine.recording import Recorder
 
-if TYPE_CHECKING:
-    from rig.engine.run import RunContext
 
 
 log = logging.getLogger(__name__)
@@ -201,7 +200,7 @@ class ChannelRunner:
                 ctx.writer.event(ctx.run_key, ch, ctx.clock.now(), "error", "engine_error",
                                  f"{type(exc).__name__}: {exc}: output off")
         self.state.status, self.state.end_reason = "ended", reason
-        outcome = await ctx.outcome_of(self, reason)
+        outcome = await ctx.outcome_of(self.plan.cell, reason)
         ctx.writer.channel_status(ctx.run_key, ch, "ended", end_reason=reason, outcome=outcome)
         ctx.writer.event(ctx.run_key, ch, ctx.clock.now(),
                          "info" if reason == "completed" else "warning", "channel_end",

@@ -37,6 +37,7 @@ from rig.store.schema import (
     SAMPLE_COLUMNS,
     SCHEMA_VERSION,
     STEP_COLUMNS,
+    SampleRow,
     default_db_path,
     open_db,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "SAMPLE_COLUMNS",
     "SCHEMA_VERSION",
     "STEP_COLUMNS",
+    "SampleRow",
     "AmbiguousRun",
     "RunNotFound",
     "RunWriter",
