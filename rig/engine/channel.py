@@ -29,7 +29,18 @@ from protocols.plan import (
 from rig.engine import conditions as cond
 from rig.engine.context import RunContext
 from rig.engine.link import Link
+from rig.engine.judge import (
+    Overshoot,
+    SampledStep,
+    Short,
+    StepJudge,
+    StepTotals,
+    Trip,
+    Verdict,
+    acquire_every,
+)
 from rig.engine.recording import Recorder
+from rig.events import EventKind
 
 
 
@@ -80,17 +91,6 @@ class ChannelState:
     plate_eta_V: float = math.nan
     cycle_etas: list[float] = field(default_factory=list)  # mean |E| per cycle, for divergence
     eis_sweeps: int = 0
-
-
-@dataclass
-class StepTotals:
-    """What a step has done so far, across the segments a pause splits it into."""
-
-    q: float = 0.0          # C, signed
-    e_abs_dt: float = 0.0   # V*s, for the mean overpotential
-    t_active: float = 0.0   # s under the step's own control (pauses excluded)
-    n: int = 0
-    e_end: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -440,103 +440,91 @@ class ChannelRunner:
         mean = totals.e_abs_dt / totals.t_active if totals.t_active > 0 else math.nan
         return StepResult(reason, totals.q, mean, totals.e_end, totals.n, then)
 
-    async def _stream(self, step: Step, duration: float, totals: StepTotals,
+    async def _stream(self, step: SampledStep, duration: float, totals: StepTotals,
                       limit: EndCondition) -> StepResult | None:
         """Read a running segment's samples until it ends (``limit``: the time or charge end
-        that sets its ``duration``). Returns the step's result, or None when a pause
-        interrupted it (the instrument is already stopped)."""
-        ctx, ch = self.ctx, self.channel
-        clock, writer, run_key = ctx.clock, ctx.writer, ctx.run_key
-        safety = ctx.safety
-        e_min, e_max, i_max = safety.e_min_V, safety.e_max_V, safety.i_max_A
-        ends = cond.sample_ends(step.ends)
-        charge_end = cond.charge_end(step.ends)
-        q_end = charge_end.value if charge_end is not None else math.inf
-        dedt = [cond.DeDtWatcher(c, acquire_every(step.record)) for c in step.ends
-                if c.kind == "dEdt_below"]
-        shorts = cond.ShortDetector(ctx.failure) if isinstance(step, ConstantCurrent) else None
-        if shorts is not None and not shorts.active:
-            shorts = None
-        recorder = Recorder(step.record)
-        step_no, cycle = self.state.step_no, self.state.cycle
+        that sets its ``duration``): read, judge, act. Returns the step's result, or None when
+        a pause interrupted it (the instrument is already stopped)."""
+        ctx, ch, clock = self.ctx, self.channel, self.ctx.clock
         t0 = clock.now()
+        judge = StepJudge(step, ctx.safety, ctx.failure, t0=t0, step_no=self.state.step_no,
+                          cycle=self.state.cycle, duration=duration, limit=limit,
+                          totals=totals)
         # a step that may end before its duration (a cutoff, |dE/dt|) is read in shorter
         # batches on the virtual clock, so its end is seen close to when it happens (a short is
         # seen at its exact sample either way; only the output-off comes up to a batch later
         # in simulated time)
-        early = bool(ends or dedt)
-        interval = acquire_every(step.record)
-        window = self._window(interval, early)
-        q, e_abs_dt, t_before = totals.q, totals.e_abs_dt, totals.t_active
-        last_ts, e, i, n = 0.0, math.nan, 0.0, 0
-        hit: EndCondition | None = None
+        interval = judge.interval_s
+        window = self._window(interval, judge.early)
         ended = False
         while not ended:
             target = await self._sleep_until(min(t0 + duration,
                                                  _next_read(clock, t0, window, interval)))
             until = target - t0 if target < t0 + duration else math.inf
             samples, ended = await self._read(until)
-            rows = []
-            for s in samples:
-                e, i, ts = s.potential_V, s.current_A, s.t_s
-                if not (e_min <= e <= e_max) or abs(i) > i_max or s.overload:
-                    planned = cond.planned_cutoff(ends, e, i, s.overload, i_max)
-                    if planned is None:
-                        # output off first; then the data (nothing measured is lost), the event
-                        rows.append((t0 + ts, step_no, cycle, e, i, q + i * (ts - last_ts)))
-                        await self._trip(s, t0, rows)
-                    else:  # the step's own cutoff, overshot in one sample: its planned end
-                        self._overshoot(s, t0, planned)
-                dt = ts - last_ts
-                q += i * dt
-                e_abs_dt += abs(e) * dt
-                last_ts = ts
-                n += 1
-                if recorder.wants(ts, e, i):
-                    rows.append((t0 + ts, step_no, cycle, e, i, q))
-                hit = cond.first_end(ends, e, i) if ends else None
-                if hit is None and abs(q) >= q_end * (1 - 1e-9):
-                    hit = charge_end
-                for watcher in dedt:
-                    hit = hit or watcher.check(ts, e)
-                if shorts is not None:
-                    kind = shorts.check(ts, e)
-                    if kind is not None:
-                        if not rows or rows[-1][0] != t0 + ts:
-                            rows.append((t0 + ts, step_no, cycle, e, i, q))
-                        await self._short(kind, e, i, t0 + ts, rows)
-                        rows = []
-                if hit is not None:
-                    break
-            if rows:
-                writer.samples(run_key, ch, rows)
-            if n:
-                self.state.last_e, self.state.last_i = e, i
-                ctx.progress.sample(ch, t0 + last_ts, e, i)
-            if hit is not None or self.end_requested or self.holding:
+            verdict = judge.judge(samples)
+            await self._act(verdict)
+            last = judge.last
+            if last is not None:
+                self.state.last_e, self.state.last_i = last[1], last[2]
+                ctx.progress.sample(ch, *last)
+            if verdict.stop is not None or self.end_requested or self.holding:
                 if not ended:
                     await self.link.call(self.driver.abort)
                 break
-        if shorts is not None and shorts.suspect_since is not None and n:
-            # the step ended inside the watch window: judge on the last sample
-            await self._short(shorts.classify(abs(e)), e, i, t0 + last_ts, [])
-        if n and recorder.force(last_ts, e, i):
-            writer.samples(run_key, ch, [(t0 + last_ts, step_no, cycle, e, i, q)])
-        totals.q, totals.e_abs_dt, totals.t_active = q, e_abs_dt, t_before + last_ts
-        totals.n += n
-        if n:
-            totals.e_end = e
+        short = judge.pending_short()
+        if short is not None:
+            await self._act(Verdict([], [], short) if short.ends else Verdict([], [short]))
+        row = judge.last_row()
+        if row is not None:
+            ctx.writer.samples(ctx.run_key, ch, [row])
+        new = judge.totals()
+        totals.q, totals.e_abs_dt, totals.t_active = new.q, new.e_abs_dt, new.t_active
+        totals.n, totals.e_end = new.n, new.e_end
         if self.end_requested:
             await self._end_now()
-        if hit is not None:
-            return self._result(step, totals, hit.kind, hit.then)
-        if self.holding and not ended:
-            return None
-        if last_ts >= duration - 1e-6 or (charge_end and abs(q) >= q_end * 0.999):
-            return self._result(step, totals, limit.kind, limit.then)
-        if self.holding:
-            return None
-        return self._result(step, totals, "instrument_stopped")
+        end = judge.end(stopped=ended, holding=self.holding)
+        return None if end.paused else self._result(step, totals, end.reason, end.then)
+
+    async def _act(self, verdict: Verdict) -> None:
+        """Do what a verdict asks: a stop that ends the channel switches the output off first;
+        then the data is stored (nothing measured is lost), then the events are logged."""
+        stop = verdict.stop
+        ending = isinstance(stop, Trip) or (isinstance(stop, Short) and stop.ends)
+        if ending:
+            await self._safe_off()
+        if verdict.rows:
+            self.ctx.writer.samples(self.ctx.run_key, self.channel, verdict.rows)
+        for note in verdict.notes:
+            self._log(note)
+        if ending:
+            assert isinstance(stop, (Trip, Short))
+            self._log(stop)
+            raise ChannelEnded("safety_window" if isinstance(stop, Trip) else stop.kind)
+
+    def _log(self, finding: Trip | Short | Overshoot) -> None:
+        ctx, sf = self.ctx, self.ctx.safety
+        if isinstance(finding, Trip):
+            ctx.writer.event(ctx.run_key, self.channel, finding.t, "alarm",
+                             EventKind.SAFETY_TRIP,
+                             f"E={finding.e:.4f} V, I={finding.i * 1e3:.4f} mA outside the "
+                             f"safety limits [{sf.e_min_V:g}, {sf.e_max_V:g}] V, "
+                             f"|I| <= {sf.i_max_A * 1e3:g} mA: output off")
+        elif isinstance(finding, Overshoot):
+            c = finding.cutoff
+            ctx.writer.event(ctx.run_key, self.channel, finding.t, "warning",
+                             EventKind.OVERSHOOT,
+                             f"E={finding.e:.4f} V passed the step's {c.kind} "
+                             f"{c.value:g} V cutoff and the safety window [{sf.e_min_V:g}, "
+                             f"{sf.e_max_V:g}] V in one sample; the instrument stopped at the "
+                             "cutoff (its own limit): the step ends as planned")
+        else:
+            word = "hard short" if finding.kind == "short_hard" else "soft short"
+            ctx.writer.event(ctx.run_key, self.channel, finding.t, "alarm",
+                             EventKind(finding.kind),
+                             f"{word} in cycle {self.state.cycle}: E={finding.e * 1e3:.2f} mV "
+                             f"at I={finding.i * 1e3:.3f} mA"
+                             + (": output off" if finding.ends else ": carrying on"))
 
     def _window(self, interval_s: float, early: bool = True) -> float:
         """How long to sleep between reads. An instrument that does not stream (the Keithley
@@ -610,40 +598,6 @@ class ChannelRunner:
         ctx.writer.channel_status(ctx.run_key, ch, "running")
         ctx.writer.event(ctx.run_key, ch, clock.now(), "info", "resumed", f"channel {ch} resumed")
 
-    async def _trip(self, s: Sample, t0: float, rows: list[tuple]) -> None:
-        await self._safe_off()
-        ctx = self.ctx
-        ctx.writer.samples(ctx.run_key, self.channel, rows)
-        sf = ctx.safety
-        ctx.writer.event(ctx.run_key, self.channel, t0 + s.t_s, "alarm", "safety_trip",
-                         f"E={s.potential_V:.4f} V, I={s.current_A * 1e3:.4f} mA outside the "
-                         f"safety limits [{sf.e_min_V:g}, {sf.e_max_V:g}] V, "
-                         f"|I| <= {sf.i_max_A * 1e3:g} mA: output off")
-        raise ChannelEnded("safety_window")
-
-    def _overshoot(self, s: Sample, t0: float, planned: EndCondition) -> None:
-        ctx, sf = self.ctx, self.ctx.safety
-        ctx.writer.event(ctx.run_key, self.channel, t0 + s.t_s, "warning", "overshoot",
-                         f"E={s.potential_V:.4f} V passed the step's {planned.kind} "
-                         f"{planned.value:g} V cutoff and the safety window [{sf.e_min_V:g}, "
-                         f"{sf.e_max_V:g}] V in one sample; the instrument stopped at the "
-                         "cutoff (its own limit): the step ends as planned")
-
-    async def _short(self, kind: str, e: float, i: float, t: float, rows: list[tuple]) -> None:
-        """A short seen in the data: end the channel (output off first), or for a soft short
-        that the protocol lets run on, log it and carry on."""
-        ctx = self.ctx
-        ends = kind == "short_hard" or ctx.failure.soft_short_ends
-        if ends:
-            await self._safe_off()
-        ctx.writer.samples(ctx.run_key, self.channel, rows)
-        word = "hard short" if kind == "short_hard" else "soft short"
-        ctx.writer.event(ctx.run_key, self.channel, t, "alarm", kind,
-                         f"{word} in cycle {self.state.cycle}: E={e * 1e3:.2f} mV at "
-                         f"I={i * 1e3:.3f} mA" + (": output off" if ends else ": carrying on"))
-        if ends:
-            raise ChannelEnded(kind)
-
     async def _safe_off(self) -> None:
         try:
             await self.link.call(self.driver.output_off)
@@ -651,14 +605,6 @@ class ChannelRunner:
             ctx = self.ctx
             ctx.writer.event(ctx.run_key, self.channel, ctx.clock.now(), "error", "output_off",
                              f"could not switch the output off: {exc}")
-
-
-def acquire_every(rule: RecordRule) -> float:
-    """How often the instrument measures: the recording interval, or ten times finer when the
-    rule also records on a change of E or I (so such a change is seen when it happens)."""
-    if rule.every_dE_V is None and rule.every_dI_A is None:
-        return rule.every_s
-    return max(rule.every_s / 10, 0.1)
 
 
 def _next_read(clock: Any, t0: float, window: float, interval: float) -> float:
