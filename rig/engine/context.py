@@ -62,6 +62,9 @@ class RunContext:
         return await asyncio.to_thread(self._compute_outcome, cell, reason)
 
     def _compute_outcome(self, cell: CellSpec, reason: str) -> dict[str, Any] | None:
+        if self.outcome is None:
+            return None
+        outcome = self.outcome
         self.writer.flush()
         conn = open_reader(self.writer.path)
         try:
@@ -72,7 +75,7 @@ class RunContext:
             eis = get_eis(conn, self.run_key, ch)
             name = self.pressure_sensors.get(ch)
             sensors = get_sensors(conn, self.run_key, sensor=name) if name else []
-            return compute_outcome(self.outcome, steps, reason, self.parameters, eis=eis,
+            return compute_outcome(outcome, steps, reason, self.parameters, eis=eis,
                                    sensors=sensors, cell=cell)
         except Exception as exc:  # noqa: BLE001 -- analysis must never lose the run's end
             return {"error": f"{type(exc).__name__}: {exc}"}

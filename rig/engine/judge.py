@@ -131,6 +131,10 @@ class SegmentEnd:
 
 PAUSED = SegmentEnd("paused", paused=True)
 
+# SampleRow(...) without the Python-level __new__ NamedTuple adds: a row per sample is the hot
+# path, and this keeps its cost that of a plain tuple's
+_row = tuple.__new__
+
 
 def acquire_every(rule: RecordRule) -> float:
     """How often the instrument measures: the recording interval, or ten times finer when the
@@ -199,7 +203,8 @@ class StepJudge:
             if not (e_min <= e <= e_max) or abs(i) > i_max or s.overload:
                 planned = cond.planned_cutoff(ends, e, i, s.overload, i_max)
                 if planned is None:  # nothing measured is lost: the tripping sample is stored
-                    rows.append(SampleRow(t0 + ts, step_no, cycle, e, i, q + i * (ts - last_ts)))
+                    q_now = q + i * (ts - last_ts)
+                    rows.append(_row(SampleRow, (t0 + ts, step_no, cycle, e, i, q_now)))
                     stop = Trip(t0 + ts, e, i, s.overload)
                     break
                 notes.append(Overshoot(t0 + ts, e, planned))
@@ -209,7 +214,7 @@ class StepJudge:
             last_ts = ts
             n += 1
             if recorder.wants(ts, e, i):
-                rows.append(SampleRow(t0 + ts, step_no, cycle, e, i, q))
+                rows.append(_row(SampleRow, (t0 + ts, step_no, cycle, e, i, q)))
             hit = cond.first_end(ends, e, i) if ends else None
             if hit is None and abs(q) >= q_end * (1 - 1e-9):
                 hit = self.charge_end

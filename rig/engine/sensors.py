@@ -123,7 +123,8 @@ class SensorHub:
         where = f"channel {sensor.channel}" if runner else f"sensor {sensor.name}"
         if tr.action == "overpressure":
             self.ctx.writer.event(self.ctx.run_key, sensor.channel, t, "alarm",
-                                  EventKind.OVERPRESSURE, f"{where}: {tr.message}: output off, channel ends")
+                                  EventKind.OVERPRESSURE,
+                                  f"{where}: {tr.message}: output off, channel ends")
             if runner:
                 runner.request_end("overpressure")
         else:

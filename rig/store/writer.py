@@ -356,7 +356,8 @@ class RunWriter:
             self._conn.close()
 
     def _loop(self) -> None:
-        q, ops, n_rows, deadline = self._q, [], 0, 0.0
+        q, n_rows, deadline = self._q, 0, 0.0
+        ops: list[Op] = []
         while True:
             try:
                 item = q.get(timeout=max(0.0, deadline - time.monotonic())) if ops else q.get()
