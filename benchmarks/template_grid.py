@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from protocols import builtin_protocol, parse_protocol  # noqa: E402
 from rig.clock import VirtualClock  # noqa: E402
 from rig.engine.run import execute  # noqa: E402
-from rig.station import simulated_station  # noqa: E402
+from rig.sim.station import simulated_station  # noqa: E402
 from rig.store import RunWriter, get_channels, get_steps, open_reader  # noqa: E402
 
 KINDS = ("plating_stripping", "coulombic_efficiency", "critical_current_density",

@@ -99,11 +99,32 @@ class Ranges:
     max_step_s: float = math.inf
 
 
+EisPoint = tuple[float, float, complex]
+"""One EIS point as it streams in: (t_s, f_Hz, Z' + jZ'' in ohm)."""
+
+
 @runtime_checkable
 class Potentiostat(Protocol):
-    """One potentiostat/galvanostat channel."""
+    """One potentiostat/galvanostat channel: everything the engine relies on.
+
+    A step is started (``start_*``) and then read (``read_samples``) until it ends. How the
+    reads go depends on ``streaming``:
+
+    - ``streaming = True``: the instrument measures on its own schedule and sends each sample
+      when it is due; ``read_samples(until_s)`` blocks until every sample with
+      ``t_s <= until_s`` has arrived (``math.inf``: until the step ends). Call it as rarely as
+      you like: nothing is lost between calls. (EmStat4.)
+    - ``streaming = False``: the instrument measures when asked; ``read_samples`` takes ONE
+      reading now and ignores ``until_s``. The caller reads once per acquisition interval.
+      (Keithley 2450.)
+
+    ``rejected``: why each garbled package since the caller last emptied the list was skipped
+    (the caller logs and clears it; a driver that never skips keeps it empty).
+    """
 
     ranges: Ranges
+    streaming: bool
+    rejected: list[str]
 
     def identify(self) -> str: ...
 
@@ -121,7 +142,19 @@ class Potentiostat(Protocol):
     def start_open_circuit(self, interval_s: float, duration_s: float) -> None: ...
 
     def read_samples(self, until_s: float) -> tuple[list[Sample], bool]:
-        """Samples with t_s <= until_s (blocking until they are due), and whether the step ended."""
+        """Samples of the running step (see ``streaming`` for how many), and whether the step
+        ended."""
+
+    def start_eis(self, f_start_Hz: float, f_end_Hz: float, n_points: int, amplitude_V: float,
+                  dc_V: float) -> None:
+        """Start a potentiostatic sweep around dc_V: n_points log-spaced, both ends included."""
+
+    def read_eis(self, until_s: float) -> tuple[list[EisPoint], bool]:
+        """The sweep's points due by until_s (blocking until they are), and whether it ended."""
+
+    def eis_sweep_duration_s(self, f_start_Hz: float, f_end_Hz: float, n_points: int) -> float:
+        """How long this instrument takes for that sweep (its own pace per frequency): the
+        engine asks, never recomputes."""
 
     def eis(
         self, frequencies_Hz: Sequence[float], amplitude_V: float, dc_V: float | None = None

@@ -540,6 +540,8 @@ class _Run:
 class EmStat4:
     """One EmStat4 channel (drivers.base.Potentiostat). Every value in and out is SI."""
 
+    streaming = True  # packages arrive on the instrument's schedule (drivers.base.Potentiostat)
+
     def __init__(self, port: str, baudrate: int = BAUDRATE, timeout_s: float = 2.0,
                  retries: int = 2,
                  ranges: Ranges = EMSTAT4_LR_RANGES) -> None:
@@ -658,6 +660,10 @@ class EmStat4:
         self._start(build_eis_script(f_start_Hz, f_end_Hz, int(n_points), amplitude_V, dc_V,
                                      self.ranges.max_potential_V, self.ranges.max_current_A),
                     _Run.sweep(f_start_Hz, f_end_Hz, int(n_points)))
+
+    def eis_sweep_duration_s(self, f_start_Hz: float, f_end_Hz: float, n_points: int) -> float:
+        """How long the sweep takes: each point max(1 s, 3 periods), as the script runs it."""
+        return _Run.sweep(f_start_Hz, f_end_Hz, int(n_points)).end_s
 
     # ---- streaming ---------------------------------------------------------------------------
     def read_samples(self, until_s: float, *, greedy: bool = False

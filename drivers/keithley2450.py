@@ -614,6 +614,21 @@ class Keithley2450:
     ) -> list[tuple[float, complex]]:
         raise InstrumentProtocolError("the 2450 has no impedance")
 
+    def start_eis(self, f_start_Hz: float, f_end_Hz: float, n_points: int, amplitude_V: float,
+                  dc_V: float) -> None:
+        raise InstrumentProtocolError("the 2450 has no impedance")
+
+    def read_eis(self, until_s: float) -> tuple[list[tuple[float, float, complex]], bool]:
+        raise InstrumentProtocolError("the 2450 has no impedance")
+
+    def eis_sweep_duration_s(self, f_start_Hz: float, f_end_Hz: float, n_points: int) -> float:
+        raise InstrumentProtocolError("the 2450 has no impedance")
+
+    @property
+    def rejected(self) -> list[str]:
+        """Garbled replies are retried, never skipped: always empty (drivers.base)."""
+        return []
+
     # --- transport: every byte goes through these
     def _write(self, line: str) -> None:
         res = self._resource()

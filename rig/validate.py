@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from drivers.base import Ranges
 from protocols.bounds import step_duration
 from protocols.plan import ConstantCurrent, ConstantPotential, Eis, Loop, Plan, Rest, Step
-from rig.engine.channel import acquire_every
+from rig.engine.judge import acquire_every
 
 MODE_OF = {ConstantCurrent: "current", ConstantPotential: "potential", Rest: "open_circuit",
            Eis: "eis"}

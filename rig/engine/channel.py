@@ -1,7 +1,10 @@
-"""One channel runs its plan: a step is start -> sample loop -> end.
+"""One channel runs its plan: a step is start -> read, judge, act -> end.
 
-In the sample loop, safety is checked on every sample before anything else: a trip switches the
-output off first and logs second. Charge, end conditions and the recording rule come after.
+The decisions are elsewhere and pure: where the plan goes next is the cursor's
+(rig/engine/cursor.py), what each sample means is the step judge's (rig/engine/judge.py: safety
+first on every sample, then charge, the step's ends, shorts and the recording rule). This module
+does what they decide, in the order that keeps a cell safe: a trip switches the output off
+first and logs second; nothing measured is lost; every end leaves the output off.
 """
 
 from __future__ import annotations
@@ -12,27 +15,44 @@ import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from drivers.base import InstrumentError, InstrumentTimeout, Potentiostat, Sample
+from drivers.base import (
+    InstrumentError,
+    InstrumentTimeout,
+    OutputNotConfirmedOff,
+    Potentiostat,
+    Sample,
+)
 from protocols.plan import (
     ChannelPlan,
     ConstantCurrent,
     ConstantPotential,
     Eis,
     EndCondition,
-    Loop,
     RecordRule,
     Rest,
     Step,
 )
+from rig.clock import RealClock, VirtualClock
 from rig.engine import conditions as cond
+from rig.engine.context import RunContext
+from rig.engine.cursor import NEXT, NoSuchLabel, PlanCursor, Position, Then
 from rig.engine.link import Link
+from rig.engine.judge import (
+    Overshoot,
+    SampledStep,
+    Short,
+    StepJudge,
+    StepTotals,
+    Trip,
+    Verdict,
+    acquire_every,
+)
 from rig.engine.recording import Recorder
-
-if TYPE_CHECKING:
-    from rig.engine.run import RunContext
-
+from rig.events import EventKind
+from rig.store.schema import SampleRow
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +66,6 @@ class ChannelEnded(Exception):
         self.reason = reason
 
 
-class Goto(Exception):
-    """An end condition named the step to go to next."""
-
-    def __init__(self, label: str) -> None:
-        super().__init__(label)
-        self.label = label
-
-
 @dataclass
 class StepResult:
     end_reason: str
@@ -61,7 +73,7 @@ class StepResult:
     e_mean_abs_V: float
     e_end_V: float
     n_samples: int
-    then: str = "next"
+    then: Then = NEXT
 
 
 @dataclass
@@ -83,17 +95,6 @@ class ChannelState:
     eis_sweeps: int = 0
 
 
-@dataclass
-class StepTotals:
-    """What a step has done so far, across the segments a pause splits it into."""
-
-    q: float = 0.0          # C, signed
-    e_abs_dt: float = 0.0   # V*s, for the mean overpotential
-    t_active: float = 0.0   # s under the step's own control (pauses excluded)
-    n: int = 0
-    e_end: float = math.nan
-
-
 @dataclass(frozen=True)
 class Resume:
     """Where a crashed channel continues: the checkpoint's position and what the interrupted
@@ -107,6 +108,11 @@ class Resume:
     totals: StepTotals
     then: str = "next"            # what the finished checkpointed step said comes next
     memory: dict[str, Any] = field(default_factory=dict)  # see ChannelRunner.memory()
+    t_start: float | None = None  # when the interrupted step began (its steps.t_start)
+
+    @property
+    def position(self) -> Position:
+        return Position(self.path, self.loop_iterations, self.cycle)
 
 
 class ChannelRunner:
@@ -124,6 +130,8 @@ class ChannelRunner:
         self.resume: Resume | None = None
         self._wake: asyncio.Future[None] | None = None
         self._nudged = False
+        self._t_start = math.nan    # when the running step began
+        self._output_off = False    # switched off (or tried to) since the last step started
 
     def nudge(self) -> None:
         """Wake the channel now (a command or an interlock wants it to act before its next
@@ -171,119 +179,87 @@ class ChannelRunner:
 
     # ---- the plan --------------------------------------------------------------------------
     async def run(self) -> str:
-        """Run the whole plan; returns the end reason ('completed' when it ran as planned)."""
+        """Run the whole plan; returns the end reason ('completed' when it ran as planned).
+        However it ends, the output is off afterwards."""
         ctx, ch = self.ctx, self.channel
         self.state.status = "running"
         ctx.writer.channel_status(ctx.run_key, ch, "running")
         ctx.progress.channel_started(ch, self.plan.cell)
         try:
-            await self._run_steps(self.plan.steps)
-            reason = "completed"
+            reason = await self._run_plan()
         except ChannelEnded as end:
             reason = end.reason
-        except Goto as goto:
+        except (NoSuchLabel, cond.BadPlan) as exc:
             reason = "bad_plan"
-            ctx.writer.event(ctx.run_key, ch, ctx.clock.now(), "error", "bad_plan",
-                             f"no step labelled {goto.label!r} to go to")
-        except cond.BadPlan as exc:
-            reason = "bad_plan"
-            ctx.writer.event(ctx.run_key, ch, ctx.clock.now(), "error", "bad_plan", str(exc))
+            ctx.writer.event(ctx.run_key, ch, ctx.clock.now(), "error", EventKind.BAD_PLAN,
+                             str(exc))
         except InstrumentError as exc:
             await self._safe_off()
-            ctx.writer.event(ctx.run_key, ch, ctx.clock.now(), "error", "instrument_fault",
-                             f"{type(exc).__name__}: {exc}")
+            ctx.writer.event(ctx.run_key, ch, ctx.clock.now(), "error",
+                             EventKind.INSTRUMENT_FAULT, f"{type(exc).__name__}: {exc}")
             reason = "instrument_fault"
         except Exception as exc:
             await self._safe_off()
             reason = "engine_error"
             log.exception("channel %s: engine error", ch)
             with contextlib.suppress(Exception):
-                ctx.writer.event(ctx.run_key, ch, ctx.clock.now(), "error", "engine_error",
+                ctx.writer.event(ctx.run_key, ch, ctx.clock.now(), "error",
+                                 EventKind.ENGINE_ERROR,
                                  f"{type(exc).__name__}: {exc}: output off")
+        if not self._output_off:  # completed, or a planned end: the cell is left off too
+            with contextlib.suppress(Exception):
+                await self._safe_off()
         self.state.status, self.state.end_reason = "ended", reason
-        outcome = await ctx.outcome_of(self, reason)
+        outcome = await ctx.outcome_of(self.plan.cell, reason)
         ctx.writer.channel_status(ctx.run_key, ch, "ended", end_reason=reason, outcome=outcome)
         ctx.writer.event(ctx.run_key, ch, ctx.clock.now(),
-                         "info" if reason == "completed" else "warning", "channel_end",
+                         "info" if reason == "completed" else "warning", EventKind.CHANNEL_END,
                          f"channel {ch} ({self.plan.cell.cell_id}) ended: {reason}")
         ctx.progress.channel_ended(ch, reason)
         return reason
 
-    async def _run_steps(self, steps: tuple[Step, ...]) -> None:
-        """Run a list of steps in order; a goto jumps to a labelled step of this list or, if
-        the label is not here, leaves it for an enclosing list."""
-        depth = len(self.state.path)
-        index = self.resume.path[depth] if self.resume else 0
-        while index < len(steps):
-            step = steps[index]
-            self.state.path.append(index)
-            try:
-                if isinstance(step, Loop):
-                    await self._run_loop(step)
-                elif self.resume and self.resume.step_done:
-                    # the checkpointed step had finished: go where it said, as if it just ended
-                    then, self.resume = self.resume.then, None
-                    if then.startswith("end:"):
-                        raise ChannelEnded(then[4:])
-                    if then != "next":
-                        raise Goto(then)
-                else:
-                    result = await self._run_step(step)
-                    if result.then.startswith("end:"):
-                        raise ChannelEnded(result.then[4:])
-                    if result.then != "next":
-                        raise Goto(result.then)
-            except Goto as goto:
-                target = next((k for k, st in enumerate(steps) if st.label == goto.label), None)
-                if target is None:
-                    raise
-                index = target
-                continue
-            finally:
-                self.state.path.pop()
-            index += 1
-
-    async def _run_loop(self, loop: Loop) -> None:
-        level = len(self.state.loop_iterations)
-        first = self.resume.loop_iterations[level] if self.resume else 0
-        self.state.loop_iterations.append(first)
-        try:
-            for k in range(first, loop.count):
-                self.state.loop_iterations[-1] = k
-                if loop.counts_cycles and not self.resume:
-                    self.state.cycle += 1  # a resumed iteration keeps its cycle number
-                await self._run_steps(loop.steps)
-        finally:
-            self.state.loop_iterations.pop()
+    async def _run_plan(self) -> str:
+        """Step after step where the cursor says; returns how the plan ended ('completed' or
+        the name of an ``end:<name>``)."""
+        resumed, self.resume = self.resume, None
+        cursor = PlanCursor(self.plan.steps, resumed.position if resumed else None)
+        if resumed is not None and resumed.step_done and cursor.step is not None:
+            # the checkpointed step had finished: go where it said, as if it just ended
+            cursor.advance(Then.parse(resumed.then))
+            resumed = None
+        while (step := cursor.step) is not None:
+            s = self.state
+            s.path, s.loop_iterations = list(cursor.path), list(cursor.loop_iterations)
+            s.cycle = cursor.cycle
+            result = await self._run_step(step, resumed)
+            resumed = None
+            cursor.advance(result.then)
+        return cursor.end_reason or "completed"
 
     # ---- one step ----------------------------------------------------------------------------
-    async def _run_step(self, step: Step) -> StepResult:
+    async def _run_step(self, step: Step, resumed: Resume | None = None) -> StepResult:
+        """Run one step (``resumed``: the step a crash interrupted, continued with what it still
+        owes and under its own start time)."""
         ctx = self.ctx
-        totals = StepTotals()
-        if self.resume:  # continue the interrupted step with what it still owes
-            totals, self.resume = self.resume.totals, None
+        totals = resumed.totals if resumed is not None else StepTotals()
         self.state.step_no += 1
-        t_start = ctx.clock.now()
-        ctx.writer.checkpoint(ctx.run_key, self.channel, t_start,
+        now = ctx.clock.now()
+        t_start = resumed.t_start if resumed is not None and resumed.t_start is not None else now
+        self._t_start, self._output_off = t_start, False
+        ctx.writer.checkpoint(ctx.run_key, self.channel, now,
                               self.checkpoint_state(step_done=False, totals=totals))
+        run = STEP_KINDS.get(step.kind)
+        if run is None:
+            raise cond.BadPlan(f"{step.kind} steps are not supported")
         try:
-            if isinstance(step, ConstantCurrent):
-                result = await self._run_current(step, totals)
-            elif isinstance(step, Rest):
-                result = await self._run_rest(step, totals)
-            elif isinstance(step, ConstantPotential):
-                result = await self._run_potential(step, totals)
-            elif isinstance(step, Eis):
-                result = await self._run_eis(step)
-            else:
-                raise cond.BadPlan(f"{step.kind} steps are not supported")
+            result = await run(self, step, totals)
         except ChannelEnded as end:  # a trip or a short: the step still gets its row
             self._step_row(step, t_start, self._result(step, totals, end.reason))
             raise
         t_end = self._step_row(step, t_start, result)
         ctx.writer.checkpoint(ctx.run_key, self.channel, t_end,
-                              self.checkpoint_state(step_done=True, then=result.then))
-        ctx.writer.event(ctx.run_key, self.channel, t_end, "info", "step_end",
+                              self.checkpoint_state(step_done=True, then=str(result.then)))
+        ctx.writer.event(ctx.run_key, self.channel, t_end, "info", EventKind.STEP_END,
                          f"step {self.state.step_no} {step.label or step.kind} (cycle "
                          f"{self.state.cycle}) ended on {result.end_reason}: "
                          f"{result.charge_C / 3.6:+.4f} mAh, mean |E| "
@@ -312,7 +288,7 @@ class ChannelRunner:
         s = self.state
         return {"step_no": s.step_no, "cycle": s.cycle, "path": list(s.path),
                 "loop_iterations": list(s.loop_iterations), "step_done": step_done,
-                "then": then, "holding": holding,
+                "then": then, "holding": holding, "t_start": self._t_start,
                 "totals": dataclasses.asdict(totals) if totals is not None else None,
                 "memory": self.memory()}
 
@@ -352,7 +328,7 @@ class ChannelRunner:
             return
         ctx = self.ctx
         ctx.writer.event(ctx.run_key, self.channel, ctx.clock.now(), "alarm",
-                         "overpotential_divergence",
+                         EventKind.OVERPOTENTIAL_DIVERGENCE,
                          f"cycle {self.state.cycle}: mean overpotential {eta * 1e3:.1f} mV "
                          f"exceeds {fc.divergence_factor:g} x {ref * 1e3:.1f} mV (the mean of "
                          f"cycles 1-{fc.divergence_reference_cycles})")
@@ -381,7 +357,7 @@ class ChannelRunner:
                                   acquire_every(step.record), duration, i_max)
         return await self._run_segments(step, totals, 0.0, start)
 
-    async def _run_eis(self, step: Eis) -> StepResult:
+    async def _run_eis(self, step: Eis, totals: StepTotals) -> StepResult:
         """A potentiostatic sweep, streamed point by point into the store's eis table."""
         ctx, clock = self.ctx, self.ctx.clock
         dc = step.dc_V if step.dc_V is not None else await self._open_circuit_potential()
@@ -391,9 +367,8 @@ class ChannelRunner:
                              step.amplitude_V, dc)
         self.state.eis_sweeps += 1
         sweep = self.state.eis_sweeps
-        ratio = step.f_end_Hz / step.f_start_Hz
-        expected = sum(max(1.0, 3.0 / (step.f_start_Hz * ratio ** (k / (n_points - 1))))
-                       for k in range(n_points))  # the instrument's own pace, roughly
+        # how long the sweep takes is the instrument's to say (its own pace per frequency)
+        expected = self.driver.eis_sweep_duration_s(step.f_start_Hz, step.f_end_Hz, n_points)
         t0, ended, n = clock.now(), False, 0
         while not ended:
             target = await self._sleep_until(min(t0 + expected,
@@ -417,8 +392,8 @@ class ChannelRunner:
             raise cond.BadPlan("no open-circuit reading to centre the EIS sweep on")
         return samples[-1].potential_V
 
-    async def _run_segments(self, step: Step, totals: StepTotals, i_abs: float,
-                            start: Any) -> StepResult:
+    async def _run_segments(self, step: SampledStep, totals: StepTotals, i_abs: float,
+                            start: Callable[[float], Awaitable[None]]) -> StepResult:
         """Run a step to its end; a pause splits it into segments with an open-circuit hold
         between them, and the step still passes the charge (or time) it owes."""
         time_end = cond.time_end(step.ends)
@@ -432,6 +407,7 @@ class ChannelRunner:
             q_left = ((charge_end.value - abs(totals.q)) / i_abs
                       if charge_end is not None and i_abs > 0 else math.inf)
             limit = time_end if t_left <= q_left else charge_end
+            assert limit is not None  # one of them is finite (checked above)
             duration = min(t_left, q_left)
             if duration <= 1e-9:
                 return self._result(step, totals, limit.kind, limit.then)
@@ -449,115 +425,100 @@ class ChannelRunner:
     def _result(self, step: Step, totals: StepTotals, reason: str,
                 then: str = "next") -> StepResult:
         mean = totals.e_abs_dt / totals.t_active if totals.t_active > 0 else math.nan
-        return StepResult(reason, totals.q, mean, totals.e_end, totals.n, then)
+        return StepResult(reason, totals.q, mean, totals.e_end, totals.n, Then.parse(then))
 
-    async def _stream(self, step: Step, duration: float, totals: StepTotals,
+    async def _stream(self, step: SampledStep, duration: float, totals: StepTotals,
                       limit: EndCondition) -> StepResult | None:
         """Read a running segment's samples until it ends (``limit``: the time or charge end
-        that sets its ``duration``). Returns the step's result, or None when a pause
-        interrupted it (the instrument is already stopped)."""
-        ctx, ch = self.ctx, self.channel
-        clock, writer, run_key = ctx.clock, ctx.writer, ctx.run_key
-        safety = ctx.safety
-        e_min, e_max, i_max = safety.e_min_V, safety.e_max_V, safety.i_max_A
-        ends = cond.sample_ends(step.ends)
-        charge_end = cond.charge_end(step.ends)
-        q_end = charge_end.value if charge_end is not None else math.inf
-        dedt = [cond.DeDtWatcher(c, acquire_every(step.record)) for c in step.ends
-                if c.kind == "dEdt_below"]
-        shorts = cond.ShortDetector(ctx.failure) if isinstance(step, ConstantCurrent) else None
-        if shorts is not None and not shorts.active:
-            shorts = None
-        recorder = Recorder(step.record)
-        step_no, cycle = self.state.step_no, self.state.cycle
+        that sets its ``duration``): read, judge, act. Returns the step's result, or None when
+        a pause interrupted it (the instrument is already stopped)."""
+        ctx, ch, clock = self.ctx, self.channel, self.ctx.clock
         t0 = clock.now()
+        judge = StepJudge(step, ctx.safety, ctx.failure, t0=t0, step_no=self.state.step_no,
+                          cycle=self.state.cycle, duration=duration, limit=limit,
+                          totals=totals, e_range_V=self.driver.ranges.max_potential_V)
         # a step that may end before its duration (a cutoff, |dE/dt|) is read in shorter
         # batches on the virtual clock, so its end is seen close to when it happens (a short is
         # seen at its exact sample either way; only the output-off comes up to a batch later
         # in simulated time)
-        early = bool(ends or dedt)
-        interval = acquire_every(step.record)
-        window = self._window(interval, early)
-        q, e_abs_dt, t_before = totals.q, totals.e_abs_dt, totals.t_active
-        last_ts, e, i, n = 0.0, math.nan, 0.0, 0
-        hit: EndCondition | None = None
+        interval = judge.interval_s
+        window = self._window(interval, judge.early)
         ended = False
         while not ended:
             target = await self._sleep_until(min(t0 + duration,
                                                  _next_read(clock, t0, window, interval)))
             until = target - t0 if target < t0 + duration else math.inf
             samples, ended = await self._read(until)
-            rows = []
-            for s in samples:
-                e, i, ts = s.potential_V, s.current_A, s.t_s
-                if not (e_min <= e <= e_max) or abs(i) > i_max or s.overload:
-                    planned = cond.planned_cutoff(ends, e, i, s.overload, i_max,
-                                                  self.driver.ranges.max_potential_V)
-                    if planned is None:
-                        # output off first; then the data (nothing measured is lost), the event
-                        rows.append((t0 + ts, step_no, cycle, e, i, q + i * (ts - last_ts)))
-                        _tally(totals, q + i * (ts - last_ts),  # the tripping sample counts
-                               e_abs_dt + abs(e) * (ts - last_ts), t_before + ts, n + 1, e)
-                        await self._trip(s, t0, rows)
-                    else:  # the step's own cutoff, overshot in one sample: its planned end
-                        self._overshoot(s, t0, planned)
-                dt = ts - last_ts
-                q += i * dt
-                e_abs_dt += abs(e) * dt
-                last_ts = ts
-                n += 1
-                if recorder.wants(ts, e, i):
-                    rows.append((t0 + ts, step_no, cycle, e, i, q))
-                hit = cond.first_end(ends, e, i) if ends else None
-                if hit is None and abs(q) >= q_end * (1 - 1e-9):
-                    hit = charge_end
-                for watcher in dedt:
-                    hit = hit or watcher.check(ts, e)
-                if shorts is not None:
-                    kind = shorts.check(ts, e)
-                    if kind is not None:
-                        if not rows or rows[-1][0] != t0 + ts:
-                            rows.append((t0 + ts, step_no, cycle, e, i, q))
-                        _tally(totals, q, e_abs_dt, t_before + last_ts, n, e)
-                        await self._short(kind, e, i, t0 + ts, rows)
-                        rows = []
-                if hit is not None:
-                    break
-            if rows:
-                writer.samples(run_key, ch, rows)
-            if n:
-                self.state.last_e, self.state.last_i = e, i
-                ctx.progress.sample(ch, t0 + last_ts, e, i)
-            if hit is not None or self.end_requested or self.holding:
+            verdict = judge.judge(samples)
+            try:
+                await self._act(verdict)
+            except ChannelEnded:  # a trip or a short: the step's row gets what it had done
+                _copy_totals(judge.totals(), totals)
+                raise
+            last = judge.last
+            if last is not None:
+                self.state.last_e, self.state.last_i = last[1], last[2]
+                ctx.progress.sample(ch, *last)
+            if verdict.stop is not None or self.end_requested or self.holding:
                 if not ended:
                     await self.link.call(self.driver.abort)
                 break
-        if shorts is not None and shorts.suspect_since is not None and n:
-            # the step ended inside the watch window: judge on the last sample
-            _tally(totals, q, e_abs_dt, t_before + last_ts, n, e)
-            await self._short(shorts.classify(abs(e)), e, i, t0 + last_ts, [])
-        if n and recorder.force(last_ts, e, i):
-            writer.samples(run_key, ch, [(t0 + last_ts, step_no, cycle, e, i, q)])
-        totals.q, totals.e_abs_dt, totals.t_active = q, e_abs_dt, t_before + last_ts
-        totals.n += n
-        if n:
-            totals.e_end = e
+        _copy_totals(judge.totals(), totals)
+        short = judge.pending_short()
+        if short is not None:
+            await self._act(Verdict([], [], short) if short.ends else Verdict([], [short]))
+        row = judge.last_row()
+        if row is not None:
+            ctx.writer.samples(ctx.run_key, ch, [row])
         if self.end_requested:
             await self._end_now()
-        if hit is not None:
-            return self._result(step, totals, hit.kind, hit.then)
-        if self.holding and not ended:
-            return None
-        if last_ts >= duration - 1e-6 or (charge_end and abs(q) >= q_end * 0.999):
-            return self._result(step, totals, limit.kind, limit.then)
-        if self.holding:
-            return None
-        return self._result(step, totals, "instrument_stopped")
+        end = judge.end(stopped=ended, holding=self.holding)
+        return None if end.paused else self._result(step, totals, end.reason, end.then)
+
+    async def _act(self, verdict: Verdict) -> None:
+        """Do what a verdict asks: a stop that ends the channel switches the output off first;
+        then the data is stored (nothing measured is lost), then the events are logged."""
+        stop = verdict.stop
+        ending = isinstance(stop, Trip) or (isinstance(stop, Short) and stop.ends)
+        if ending:
+            await self._safe_off()
+        if verdict.rows:
+            self.ctx.writer.samples(self.ctx.run_key, self.channel, verdict.rows)
+        for note in verdict.notes:
+            self._log(note)
+        if ending:
+            assert isinstance(stop, (Trip, Short))
+            self._log(stop)
+            raise ChannelEnded("safety_window" if isinstance(stop, Trip) else stop.kind)
+
+    def _log(self, finding: Trip | Short | Overshoot) -> None:
+        ctx, sf = self.ctx, self.ctx.safety
+        if isinstance(finding, Trip):
+            ctx.writer.event(ctx.run_key, self.channel, finding.t, "alarm",
+                             EventKind.SAFETY_TRIP,
+                             f"E={finding.e:.4f} V, I={finding.i * 1e3:.4f} mA outside the "
+                             f"safety limits [{sf.e_min_V:g}, {sf.e_max_V:g}] V, "
+                             f"|I| <= {sf.i_max_A * 1e3:g} mA: output off")
+        elif isinstance(finding, Overshoot):
+            c = finding.cutoff
+            ctx.writer.event(ctx.run_key, self.channel, finding.t, "warning",
+                             EventKind.OVERSHOOT,
+                             f"E={finding.e:.4f} V passed the step's {c.kind} "
+                             f"{c.value:g} V cutoff and the safety window [{sf.e_min_V:g}, "
+                             f"{sf.e_max_V:g}] V in one sample; the instrument stopped at the "
+                             "cutoff (its own limit): the step ends as planned")
+        else:
+            word = "hard short" if finding.kind == "short_hard" else "soft short"
+            ctx.writer.event(ctx.run_key, self.channel, finding.t, "alarm",
+                             EventKind(finding.kind),
+                             f"{word} in cycle {self.state.cycle}: E={finding.e * 1e3:.2f} mV "
+                             f"at I={finding.i * 1e3:.3f} mA"
+                             + (": output off" if finding.ends else ": carrying on"))
 
     def _window(self, interval_s: float, early: bool = True) -> float:
         """How long to sleep between reads. An instrument that does not stream (the Keithley
         measures when asked) is read once per acquisition interval, on any clock."""
-        if not getattr(self.driver, "streaming", True):
+        if not self.driver.streaming:
             return interval_s
         return self.ctx.read_window(interval_s, early)
 
@@ -575,12 +536,12 @@ class ChannelRunner:
                 if attempt == tolerated_timeouts:
                     raise
                 ctx.writer.event(ctx.run_key, self.channel, ctx.clock.now(), "warning",
-                                 "instrument_timeout", f"{exc}; waiting again")
-        rejected = getattr(self.driver, "rejected", None)
+                                 EventKind.INSTRUMENT_TIMEOUT, f"{exc}; waiting again")
+        rejected = self.driver.rejected
         if rejected:
             for why in rejected:
                 ctx.writer.event(ctx.run_key, self.channel, ctx.clock.now(), "warning",
-                                 "garbled_package", f"package skipped: {why}")
+                                 EventKind.GARBLED_PACKAGE, f"package skipped: {why}")
             rejected.clear()
         return samples, ended
 
@@ -598,7 +559,7 @@ class ChannelRunner:
         status = "paused" if self.pause_requested else "held"
         self.state.status = status
         ctx.writer.channel_status(ctx.run_key, ch, status)
-        ctx.writer.event(ctx.run_key, ch, clock.now(), "info", status,
+        ctx.writer.event(ctx.run_key, ch, clock.now(), "info", EventKind(status),
                          f"channel {ch} {status}: holding at open circuit")
         recorder = Recorder(RecordRule(every_s=interval_s))
         window = self._window(interval_s)
@@ -613,8 +574,8 @@ class ChannelRunner:
                 t0, ended = clock.now(), False
             target = await self._sleep_until(clock.now() + window)
             samples, ended = await self.link.call(self.driver.read_samples, target - t0)
-            rows = [(t0 + s.t_s, self.state.step_no, self.state.cycle, s.potential_V,
-                     s.current_A, q) for s in samples
+            rows = [SampleRow(t0 + s.t_s, self.state.step_no, self.state.cycle, s.potential_V,
+                              s.current_A, q) for s in samples
                     if recorder.wants(t0 + s.t_s, s.potential_V, s.current_A)]
             if rows:
                 ctx.writer.samples(ctx.run_key, ch, rows)
@@ -624,70 +585,42 @@ class ChannelRunner:
             await self._end_now()
         self.state.status = "running"
         ctx.writer.channel_status(ctx.run_key, ch, "running")
-        ctx.writer.event(ctx.run_key, ch, clock.now(), "info", "resumed", f"channel {ch} resumed")
-
-    async def _trip(self, s: Sample, t0: float, rows: list[tuple]) -> None:
-        await self._safe_off()
-        ctx = self.ctx
-        ctx.writer.samples(ctx.run_key, self.channel, rows)
-        sf = ctx.safety
-        ctx.writer.event(ctx.run_key, self.channel, t0 + s.t_s, "alarm", "safety_trip",
-                         f"E={s.potential_V:.4f} V, I={s.current_A * 1e3:.4f} mA outside the "
-                         f"safety limits [{sf.e_min_V:g}, {sf.e_max_V:g}] V, "
-                         f"|I| <= {sf.i_max_A * 1e3:g} mA: output off")
-        raise ChannelEnded("safety_window")
-
-    def _overshoot(self, s: Sample, t0: float, planned: EndCondition) -> None:
-        ctx, sf = self.ctx, self.ctx.safety
-        ctx.writer.event(ctx.run_key, self.channel, t0 + s.t_s, "warning", "overshoot",
-                         f"E={s.potential_V:.4f} V passed the step's {planned.kind} "
-                         f"{planned.value:g} V cutoff and the safety window [{sf.e_min_V:g}, "
-                         f"{sf.e_max_V:g}] V in one sample; the instrument stopped at the "
-                         "cutoff (its own limit): the step ends as planned")
-
-    async def _short(self, kind: str, e: float, i: float, t: float, rows: list[tuple]) -> None:
-        """A short seen in the data: end the channel (output off first), or for a soft short
-        that the protocol lets run on, log it and carry on."""
-        ctx = self.ctx
-        ends = kind == "short_hard" or ctx.failure.soft_short_ends
-        if ends:
-            await self._safe_off()
-        ctx.writer.samples(ctx.run_key, self.channel, rows)
-        word = "hard short" if kind == "short_hard" else "soft short"
-        ctx.writer.event(ctx.run_key, self.channel, t, "alarm", kind,
-                         f"{word} in cycle {self.state.cycle}: E={e * 1e3:.2f} mV at "
-                         f"I={i * 1e3:.3f} mA" + (": output off" if ends else ": carrying on"))
-        if ends:
-            raise ChannelEnded(kind)
+        ctx.writer.event(ctx.run_key, ch, clock.now(), "info", EventKind.RESUMED,
+                         f"channel {ch} resumed")
 
     async def _safe_off(self) -> None:
+        self._output_off = True
         try:
             await self.link.call(self.driver.output_off)
+        except OutputNotConfirmedOff as exc:  # retried with reconnects: it may still drive
+            ctx = self.ctx
+            ctx.writer.event(ctx.run_key, self.channel, ctx.clock.now(), "alarm",
+                             EventKind.OUTPUT_OFF,
+                             f"THE OUTPUT MAY STILL BE ON: switch it off at the instrument: {exc}")
         except InstrumentError as exc:
             ctx = self.ctx
-            ctx.writer.event(ctx.run_key, self.channel, ctx.clock.now(), "error", "output_off",
+            ctx.writer.event(ctx.run_key, self.channel, ctx.clock.now(), "error",
+                             EventKind.OUTPUT_OFF,
                              f"could not switch the output off: {exc}")
 
 
-def _tally(totals: StepTotals, q: float, e_abs_dt: float, t_active: float, n: int,
-           e: float) -> None:
-    """What a step had done when a trip or a short ends it (for its steps row); a step that
-    carries on sets its totals itself when its stream ends."""
-    totals.q, totals.e_abs_dt, totals.t_active = q, e_abs_dt, t_active
-    totals.n += n
-    if n:
-        totals.e_end = e
+def _copy_totals(new: StepTotals, totals: StepTotals) -> None:
+    """The judge's totals into the step's (they outlive a segment: a pause, a trip's row)."""
+    totals.q, totals.e_abs_dt, totals.t_active = new.q, new.e_abs_dt, new.t_active
+    totals.n, totals.e_end = new.n, new.e_end
 
 
-def acquire_every(rule: RecordRule) -> float:
-    """How often the instrument measures: the recording interval, or ten times finer when the
-    rule also records on a change of E or I (so such a change is seen when it happens)."""
-    if rule.every_dE_V is None and rule.every_dI_A is None:
-        return rule.every_s
-    return max(rule.every_s / 10, 0.1)
+StepRun = Callable[[ChannelRunner, Any, StepTotals], Awaitable[StepResult]]
+STEP_KINDS: dict[str, StepRun] = {
+    "constant_current": ChannelRunner._run_current,
+    "rest": ChannelRunner._run_rest,
+    "constant_potential": ChannelRunner._run_potential,
+    "eis": ChannelRunner._run_eis,
+}
+"""How each kind of step is run (a Loop is the cursor's, never run)."""
 
 
-def _next_read(clock: Any, t0: float, window: float, interval: float) -> float:
+def _next_read(clock: RealClock | VirtualClock, t0: float, window: float, interval: float) -> float:
     """When to read next. On the virtual clock: a batch later. On a real clock: at the moment
     the next package is due (the instrument's schedule, t0 + k x interval), so a sample waits
     only for its own transport, not for a read loop that has drifted off the schedule."""

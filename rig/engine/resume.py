@@ -16,7 +16,8 @@ from typing import Any
 from drivers.base import InstrumentError
 from protocols.plan import Plan, plan_from_json
 from rig.clock import RealClock, VirtualClock, make_clock
-from rig.engine.channel import ChannelRunner, Resume, StepTotals
+from rig.engine.channel import ChannelRunner, Resume
+from rig.engine.judge import StepTotals
 from rig.engine.run import (
     NoProgress,
     RunResult,
@@ -77,7 +78,9 @@ def resume_point(conn: sqlite3.Connection, run_key: int, channel: int) -> Resume
                                 e_end=done["e"])
     return Resume(path=tuple(st["path"]), loop_iterations=tuple(st["loop_iterations"]),
                   cycle=st["cycle"], step_no=st["step_no"], step_done=st["step_done"],
-                  totals=totals, then=st.get("then", "next"), memory=st.get("memory") or {})
+                  totals=totals, then=st.get("then", "next"), memory=st.get("memory") or {},
+                  # a checkpoint from before t_start was stored: the step's first one is close
+                  t_start=st.get("t_start", cp["t"]))
 
 
 def last_time(conn: sqlite3.Connection, run_key: int) -> float:

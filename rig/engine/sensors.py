@@ -9,6 +9,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from drivers.base import InstrumentError
+from rig.engine.context import RunContext
 from rig.engine.interlocks import (
     AtmosphereInterlock,
     AtmosphereLimits,
@@ -16,10 +17,10 @@ from rig.engine.interlocks import (
     PressureWatch,
     Transition,
 )
+from rig.events import EventKind
 
 if TYPE_CHECKING:
     from rig.engine.channel import ChannelRunner
-    from rig.engine.run import RunContext
 
 
 MIN_SILENCE_WALL_S = 10.0
@@ -123,20 +124,22 @@ class SensorHub:
         runner = self.by_channel.get(sensor.channel)
         where = f"channel {sensor.channel}" if runner else f"sensor {sensor.name}"
         if tr.action == "overpressure":
-            self.ctx.writer.event(self.ctx.run_key, sensor.channel, t, "alarm", "overpressure",
+            self.ctx.writer.event(self.ctx.run_key, sensor.channel, t, "alarm",
+                                  EventKind.OVERPRESSURE,
                                   f"{where}: {tr.message}: output off, channel ends")
             if runner:
                 runner.request_end("overpressure")
         else:
             self.ctx.writer.event(self.ctx.run_key, sensor.channel, t, "warning",
-                                  "pressure_rising", f"{where}: {tr.message}")
+                                  EventKind.PRESSURE_RISING, f"{where}: {tr.message}")
 
     def _apply(self, tr: Transition | None, t: float) -> None:
         if tr is None:
             return
         ctx = self.ctx
         level = {"hold": "alarm", "release": "info"}.get(tr.action, "warning")
-        ctx.writer.event(ctx.run_key, None, t, level, f"interlock_{tr.action}", tr.message)
+        ctx.writer.event(ctx.run_key, None, t, level, EventKind.interlock(tr.action),
+                         tr.message)
         if tr.action in ("hold", "release"):
             for r in self.runners:
                 r.hold_requested = tr.action == "hold"
@@ -146,7 +149,8 @@ class SensorHub:
         """A poll that gave nothing (the driver's retries ran out): the first of a spell is an
         event; the spell's length is in the event that ends it."""
         if sensor.name not in self.faulty:
-            self.ctx.writer.event(self.ctx.run_key, sensor.channel, t, "warning", "sensor_fault",
+            self.ctx.writer.event(self.ctx.run_key, sensor.channel, t, "warning",
+                                  EventKind.SENSOR_FAULT,
                                   f"sensor {sensor.name}: {type(exc).__name__}: {exc}")
         self.faulty[sensor.name] = self.faulty.get(sensor.name, 0) + 1
 
@@ -165,6 +169,7 @@ class SensorHub:
     def _recovered(self, sensor: Any, t: float) -> None:
         missed = self.faulty.pop(sensor.name, 0)
         if missed:
-            self.ctx.writer.event(self.ctx.run_key, sensor.channel, t, "info", "sensor_ok",
+            self.ctx.writer.event(self.ctx.run_key, sensor.channel, t, "info",
+                                  EventKind.SENSOR_OK,
                                   f"sensor {sensor.name} answers again after {missed} failed "
                                   f"poll{'s' if missed > 1 else ''}")

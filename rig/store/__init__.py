@@ -38,6 +38,7 @@ from rig.store.schema import (
     SAMPLE_COLUMNS,
     SCHEMA_VERSION,
     STEP_COLUMNS,
+    SampleRow,
     default_db_path,
     open_db,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "SAMPLE_COLUMNS",
     "SCHEMA_VERSION",
     "STEP_COLUMNS",
+    "SampleRow",
     "AmbiguousRun",
     "BadStore",
     "RunNotFound",

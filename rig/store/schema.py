@@ -19,7 +19,7 @@ import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import platformdirs
 
@@ -38,7 +38,24 @@ CHANNEL_STATUSES = ("pending", "running", "paused", "held", "ended")
 EVENT_LEVELS = ("info", "warning", "alarm", "error")
 COMMANDS = ("pause", "resume", "abort")
 
-SAMPLE_COLUMNS = ("t", "step", "cycle", "e", "i", "q")
+
+
+class SampleRow(NamedTuple):
+    """One stored sample of a channel, in the samples table's column order (SI: s, V, A, C).
+
+    ``q`` is the step's charge so far. The engine builds every row it stores as one of these;
+    it is a tuple, so the writer binds it unchanged.
+    """
+
+    t: float
+    step: int
+    cycle: int
+    e: float
+    i: float
+    q: float
+
+
+SAMPLE_COLUMNS = SampleRow._fields
 STEP_COLUMNS = (
     "step", "cycle", "label", "kind", "half_cycle", "t_start", "t_end", "end_reason",
     "charge_C", "e_mean_abs_V", "e_end_V", "n_samples",

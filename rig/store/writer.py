@@ -1,7 +1,7 @@
 """The batched writer: the one connection that writes a run's data.
 
 The engine calls the hot-path methods (``samples``, ``event``, ``checkpoint`` ...) from its
-asyncio loop; each only checks its arguments and puts a tuple on a queue. One thread owns the
+asyncio loop; each only checks its arguments and puts an ``Op`` on a queue. One thread owns the
 write connection, drains the queue and commits in short transactions: at the latest
 ``commit_interval_s`` after the oldest pending item was queued, sooner when a batch exceeds
 ``max_batch_rows`` rows, and at once for ``flush`` and the synchronous calls. So a crash loses
@@ -41,10 +41,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 from functools import lru_cache
 from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 from rig.store.errors import RunNotFound, StoreError, WriterClosed, WriterError
 from rig.store.schema import (
@@ -52,6 +53,7 @@ from rig.store.schema import (
     EVENT_LEVELS,
     RUN_STATUSES,
     SAMPLE_COLUMNS,
+    SampleRow,
     STEP_COLUMNS,
     open_db,
 )
@@ -61,10 +63,42 @@ if TYPE_CHECKING:  # importing protocols at run time would load pint for every r
 
 log = logging.getLogger("rig.store")
 
-# queue item kinds; a data item is (kind, enqueued_monotonic, run_key, channel, payload, n_rows)
-_SAMPLES, _EIS, _SENSORS, _EVENT, _STEP, _CHECKPOINT, _CH_STATUS, _RUN_STATUS, _HEARTBEAT = (
-    range(9))
-_FLUSH, _CALL, _STOP = 100, 101, 102
+class OpKind(IntEnum):
+    """What a queued write is; the writer thread batches them into transactions."""
+
+    SAMPLES = 0
+    EIS = 1
+    SENSORS = 2
+    EVENT = 3
+    STEP = 4
+    CHECKPOINT = 5
+    CH_STATUS = 6
+    RUN_STATUS = 7
+    HEARTBEAT = 8
+
+
+_SAMPLES, _EIS, _SENSORS, _EVENT, _STEP, _CHECKPOINT, _CH_STATUS, _RUN_STATUS, _HEARTBEAT = OpKind
+
+
+class Op(NamedTuple):
+    """One queued write: ``payload`` is what its SQL binds; ``n_rows`` counts towards a batch."""
+
+    kind: OpKind
+    queued_at: float      # time.monotonic() when queued
+    run_key: int
+    channel: int | None
+    payload: Any
+    n_rows: int
+
+
+class _Flush(NamedTuple):
+    """Commit everything queued before me, then set ``done``."""
+
+    done: threading.Event
+
+
+class _Stop(NamedTuple):
+    """Commit what is queued and end the writer thread."""
 
 
 def new_run_id(clock_now: float) -> str:
@@ -116,8 +150,8 @@ class RunWriter:
         self.max_batch_rows = max_batch_rows
         self.busy_retry_s = busy_retry_s
         self.run_key: int | None = None
-        self.unwritten: list[tuple] = []  # queue items that could not be stored
-        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self.unwritten: list[Op] = []  # queue items that could not be stored
+        self._q: queue.SimpleQueue[Op | _Flush | _Call | _Stop] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
         self._error: WriterError | None = None
@@ -193,35 +227,35 @@ class RunWriter:
     # ---- the hot path: check, enqueue, return ------------------------------------------
 
     def samples(self, run_key: int, channel: int,
-                rows: Sequence[tuple[float, int, int, float, float, float]]) -> None:
+                rows: Sequence[SampleRow]) -> None:
         """Queue samples ``(t, step, cycle, e, i, q)`` of one channel (SI: s, V, A, C)."""
         rows = list(rows)  # the caller may reuse its buffer
         if not rows:
             return
         if len(rows[0]) != len(SAMPLE_COLUMNS):
             raise ValueError(f"a sample row is {SAMPLE_COLUMNS}, got {rows[0]!r}")
-        self._put((_SAMPLES, time.monotonic(), run_key, channel, rows, len(rows)))
+        self._put(Op(_SAMPLES, time.monotonic(), run_key, channel, rows, len(rows)))
 
     def eis_points(self, run_key: int, channel: int, sweep: int, t: float,
                    points: Iterable[tuple[float, float, float]]) -> None:
         """Queue one EIS sweep's points ``(f_Hz, z_re, z_im)`` (ohm)."""
         rows = [(run_key, channel, sweep, t, f, re, im) for f, re, im in points]
         if rows:
-            self._put((_EIS, time.monotonic(), run_key, channel, rows, len(rows)))
+            self._put(Op(_EIS, time.monotonic(), run_key, channel, rows, len(rows)))
 
     def sensor_values(self, run_key: int,
                       rows: Iterable[tuple[float, str, str, float]]) -> None:
         """Queue station sensor readings ``(t, sensor, quantity, value)``."""
         rows = [(run_key, t, sensor, quantity, value) for t, sensor, quantity, value in rows]
         if rows:
-            self._put((_SENSORS, time.monotonic(), run_key, None, rows, len(rows)))
+            self._put(Op(_SENSORS, time.monotonic(), run_key, None, rows, len(rows)))
 
     def event(self, run_key: int, channel: int | None, t: float, level: str, kind: str,
               message: str) -> None:
         """Queue an event; ``channel=None`` for a run-wide one."""
         _check_in(level, EVENT_LEVELS, "event level")
         row = (run_key, channel, t, level, kind, message)
-        self._put((_EVENT, time.monotonic(), run_key, channel, row, 1))
+        self._put(Op(_EVENT, time.monotonic(), run_key, channel, row, 1))
 
     def step_end(self, run_key: int, channel: int, row: dict) -> None:
         """Queue the summary of one executed step (keys: ``STEP_COLUMNS``; ``step`` required).
@@ -234,12 +268,12 @@ class RunWriter:
         if row.get("step") is None:
             raise ValueError("a step row needs its 'step' number")
         values = (run_key, channel) + tuple(row.get(c) for c in STEP_COLUMNS)
-        self._put((_STEP, time.monotonic(), run_key, channel, values, 1))
+        self._put(Op(_STEP, time.monotonic(), run_key, channel, values, 1))
 
     def checkpoint(self, run_key: int, channel: int, t: float, state: dict) -> None:
         """Queue the channel's position; committed with (or after) everything queued before."""
         state_json = json.dumps(state)  # fails here, not in the thread; snapshots the dict
-        self._put((_CHECKPOINT, time.monotonic(), run_key, channel, (t, state_json), 1))
+        self._put(Op(_CHECKPOINT, time.monotonic(), run_key, channel, (t, state_json), 1))
 
     def channel_status(self, run_key: int, channel: int, status: str,
                        end_reason: str | None = None, outcome: dict | None = None) -> None:
@@ -247,25 +281,25 @@ class RunWriter:
         _check_in(status, CHANNEL_STATUSES, "channel status")
         outcome_json = None if outcome is None else json.dumps(outcome)
         row = (status, end_reason, outcome_json, run_key, channel)
-        self._put((_CH_STATUS, time.monotonic(), run_key, channel, row, 1))
+        self._put(Op(_CH_STATUS, time.monotonic(), run_key, channel, row, 1))
 
     def run_status(self, run_key: int, status: str, end_reason: str | None = None,
                    ended_at: float | None = None) -> None:
         """Queue a run's new status, end reason and end time (run clock), as given."""
         _check_in(status, RUN_STATUSES, "run status")
         row = (status, end_reason, ended_at, run_key)
-        self._put((_RUN_STATUS, time.monotonic(), run_key, None, row, 1))
+        self._put(Op(_RUN_STATUS, time.monotonic(), run_key, None, row, 1))
 
     def heartbeat(self, run_key: int, wall_time: float) -> None:
         """Queue 'this run's process is alive at wall_time'."""
-        self._put((_HEARTBEAT, time.monotonic(), run_key, None, wall_time, 1))
+        self._put(Op(_HEARTBEAT, time.monotonic(), run_key, None, wall_time, 1))
 
     # ---- control ------------------------------------------------------------------------
 
     def flush(self, timeout: float = 10) -> None:
         """Block until everything queued so far is committed; raise a writer failure."""
         done = threading.Event()
-        self._put((_FLUSH, done))
+        self._put(_Flush(done))
         if not self._wait(done, timeout):
             raise TimeoutError(
                 f"store writer did not commit within {timeout} s "
@@ -281,7 +315,7 @@ class RunWriter:
             if self._closed:
                 return
             self._closed = True
-            self._q.put((_STOP,))
+            self._q.put(_Stop())
         atexit.unregister(self._close_at_exit)
         self._thread.join()
         self._raise_error()
@@ -303,7 +337,7 @@ class RunWriter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _put(self, item: tuple, force: bool = False) -> None:
+    def _put(self, item: Op | _Flush | _Call | _Stop, force: bool = False) -> None:
         with self._lock:
             if not force:
                 self._raise_error()
@@ -328,7 +362,7 @@ class RunWriter:
 
     def _call(self, fn: Callable[..., Any], *args: Any, force: bool = False) -> Any:
         call = _Call(fn, args)
-        self._put((_CALL, call), force=force)
+        self._put(call, force=force)
         self._wait(call.done, None)
         if call.error is not None:
             raise call.error
@@ -355,7 +389,8 @@ class RunWriter:
             self._conn.close()
 
     def _loop(self) -> None:
-        q, ops, n_rows, deadline = self._q, [], 0, 0.0
+        q, n_rows, deadline = self._q, 0, 0.0
+        ops: list[Op] = []
         while True:
             try:
                 item = q.get(timeout=max(0.0, deadline - time.monotonic())) if ops else q.get()
@@ -363,8 +398,7 @@ class RunWriter:
                 self._commit(ops)
                 ops, n_rows = [], 0
                 continue
-            kind = item[0]
-            if kind < _FLUSH:
+            if isinstance(item, Op):
                 if not ops:  # the batch's clock starts when the writer picks it up
                     deadline = time.monotonic() + self.commit_interval_s
                 ops.append(item)
@@ -375,11 +409,11 @@ class RunWriter:
                 continue
             self._commit(ops)
             ops, n_rows = [], 0
-            if kind == _FLUSH:
-                item[1].set()
-            elif kind == _CALL:
-                self._run_call(item[1])
-            else:  # _STOP
+            if isinstance(item, _Flush):
+                item.done.set()
+            elif isinstance(item, _Call):
+                self._run_call(item)
+            else:  # _Stop
                 return
 
     def _commit(self, ops: list[tuple]) -> None:
@@ -480,12 +514,12 @@ class RunWriter:
                 item = self._q.get_nowait()
             except queue.Empty:
                 return
-            if item[0] == _FLUSH:
-                item[1].set()
-            elif item[0] == _CALL:
-                item[1].error = self._error
-                item[1].done.set()
-            elif item[0] < _FLUSH:
+            if isinstance(item, _Flush):
+                item.done.set()
+            elif isinstance(item, _Call):
+                item.error = self._error
+                item.done.set()
+            elif isinstance(item, Op):
                 self.unwritten.append(item)
 
 

@@ -29,6 +29,7 @@ from typing import Any
 from protocols.plan import Loop, Step, plan_from_json
 from protocols.summary import plan_totals
 from rig.analysis.cycles import per_cycle
+from rig.events import HOLD_KINDS, INTERLOCK_KINDS, EventKind
 from rig.store import (
     get_channels,
     get_checkpoint,
@@ -52,8 +53,6 @@ STEPS_TAIL = 16  # steps read for a channel's first poll: enough for its last co
 TREND_WINDOW_S = 12 * 3600.0  # the station panel's trends: the last 12 h (of the run's clock)
 TREND_POINTS = 16  # time buckets of a trend (one character each)
 ALARM_LEVELS = ("alarm", "error")
-HOLD_KINDS = ("paused", "held", "resumed")  # a channel's hold begins with paused/held, ends resumed
-INTERLOCK_KINDS = ("interlock_hold", "interlock_release", "interlock_alarm_cleared_manual")
 COLUMNS = ("ch", "cell", "electrolyte", "state", "step", "cycle", "E (V)", "I (mA)", "Q (mAh)",
            "CE", "η (mV)", "left")
 # at 80 columns (a laptop over ssh) the table keeps what a glance needs and fits the width
@@ -210,11 +209,11 @@ class HoldClock:
             if event_id <= self.after_id or channel is None:
                 continue  # already counted (or not a channel's)
             self.after_id = event_id
-            if kind == "resumed":
+            if kind == EventKind.RESUMED:
                 start = self._since.pop(channel, None)
                 if start is not None:
                     self._done[channel] = self._done.get(channel, 0.0) + max(t - start, 0.0)
-            elif kind in ("paused", "held"):
+            elif kind in (EventKind.PAUSED, EventKind.HELD):
                 self._since.setdefault(channel, t)
 
     def held_s(self, channel: int, now: float) -> float:
@@ -439,11 +438,11 @@ def _reading(s: _Series, group: str, name: str) -> Reading:
 def interlock_after(state: Interlock, event: dict) -> Interlock:
     """The interlock state once ``event`` has happened (other kinds leave it as it was)."""
     kind = event["kind"]
-    if kind == "interlock_hold":
+    if kind == EventKind.INTERLOCK_HOLD:
         return Interlock(True, event["message"], event["t"], event["id"])
-    if kind == "interlock_release":
+    if kind == EventKind.INTERLOCK_RELEASE:
         return Interlock(False, event["message"], event["t"], event["id"])
-    if kind == "interlock_alarm_cleared_manual" and state.held:
+    if kind == EventKind.INTERLOCK_ALARM_CLEARED_MANUAL and state.held:
         return replace(state, note=event["message"])
     return state
 
@@ -631,8 +630,8 @@ class StoreView:
         state = Interlock()
         interlocks = [e for e in recent if e["kind"] in INTERLOCK_KINDS]
         if interlocks:
-            if interlocks[0]["kind"] == "interlock_alarm_cleared_manual":  # on an older hold
-                hold = last_event_of(self.conn, self.run_key, ("interlock_hold",))
+            if interlocks[0]["kind"] == EventKind.INTERLOCK_ALARM_CLEARED_MANUAL:  # older hold
+                hold = last_event_of(self.conn, self.run_key, (EventKind.INTERLOCK_HOLD,))
                 interlocks = [hold, *interlocks] if hold else interlocks
             for e in interlocks:
                 state = interlock_after(state, e)
@@ -640,8 +639,8 @@ class StoreView:
         if not any(ch["status"] in ("held", "paused") for ch in channels):
             return state
         last = last_event_of(self.conn, self.run_key, INTERLOCK_KINDS)
-        if last is not None and last["kind"] == "interlock_alarm_cleared_manual":
-            hold = last_event_of(self.conn, self.run_key, ("interlock_hold",))
+        if last is not None and last["kind"] == EventKind.INTERLOCK_ALARM_CLEARED_MANUAL:
+            hold = last_event_of(self.conn, self.run_key, (EventKind.INTERLOCK_HOLD,))
             state = interlock_after(state, hold) if hold else state
         return state if last is None else interlock_after(state, last)
 
