@@ -36,7 +36,7 @@ def test_a_keithley_channel_that_completes_is_left_with_its_output_off(tmp_path:
 
 
 def test_a_resumed_step_keeps_the_time_it_started(tmp_path: Path) -> None:
-    proc, db = start_run(tmp_path, cycles=5000, q="5 mAh/cm^2")  # 5-h steps: killed mid-step
+    proc, db = start_run(tmp_path, cycles=1000, q="5 mAh/cm^2")  # 5-h steps: killed mid-step
     try:
         wait_for(lambda: (query(db, "SELECT count(*) FROM samples WHERE channel = 0") or [[0]])
                  [0][0] > 300, timeout=60, every=0.01)

@@ -130,14 +130,17 @@ async def test_pause_from_the_monitor_pauses_a_live_run_in_another_process(live_
         await wait_until(pilot, lambda: app.query_one(ChannelTable).row_count == 2)
         assert table_text(app)[0][3] == "running"
         await pilot.press("p", "y")
-        await wait_until(pilot, lambda: table_text(app)[0][3] == "paused", timeout=15)
+        await wait_until(pilot, lambda: table_text(app)[0][3] == "paused", timeout=60)
         assert table_text(app)[1][3] == "running"  # the other channel carries on
         status = app.query_one(StatusLine)
         assert "running" in status.message
         run_id = query(db, "SELECT id FROM runs")[0][0]
         out = await asyncio.to_thread(rig, "abort", run_id, "--db", str(db))
         assert out.returncode == 0, out.stderr
-        await wait_until(pilot, lambda: "has ended" in status.message, timeout=15)
+        try:
+            await wait_until(pilot, lambda: "has ended" in status.message, timeout=60)
+        except AssertionError:
+            raise AssertionError(status.message + " | " + str(table_text(app)))
         await wait_until(pilot, lambda: all("aborted" in r[3] for r in table_text(app)))
     assert proc.wait(timeout=30) == 1  # ended early: aborted
     assert query(db, "SELECT DISTINCT end_reason FROM channels") == [("aborted",)]

@@ -51,3 +51,20 @@ async def test_a_wide_terminal_keeps_every_column(demo_db):
         await wait_until(pilot, lambda: app.query_one(ChannelTable).row_count == 2)
         assert not app.query_one(ChannelTable).compact
         assert app.query_one(StationPanel).display
+
+
+def test_a_half_cycle_with_no_mean_potential_does_not_stop_the_monitor():
+    """A step aborted while paused is stored with no mean |E| (NULL); the monitor's poll died
+    on it ('cannot read the run: TypeError') and never showed the run had ended."""
+    from rig.analysis.cycles import per_cycle
+    from rig.tui.data import ChannelSteps
+
+    rows = [{"step": 1, "cycle": 1, "half_cycle": "plate", "charge_C": -4.0,
+             "e_mean_abs_V": 0.02, "e_end_V": -0.02, "label": "plate", "kind": "cc"},
+            {"step": 2, "cycle": 1, "half_cycle": "strip", "charge_C": 0.0,
+             "e_mean_abs_V": None, "e_end_V": None, "label": "strip", "kind": "cc"}]
+    cycle = per_cycle(rows)[0]
+    assert cycle["eta_plate_V"] == 0.02 and cycle["eta_strip_V"] != cycle["eta_strip_V"]  # NaN
+    steps = ChannelSteps()
+    steps.add(rows)
+    assert steps.last_eta_mV is None and steps.label == "strip"

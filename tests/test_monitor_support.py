@@ -66,7 +66,7 @@ def log_rows(app: MonitorApp) -> list[list[str]]:
     return [[str(c) for c in log.get_row_at(i)] for i in range(log.row_count)]
 
 
-async def wait_until(pilot, predicate, timeout: float = 10.0) -> None:
+async def wait_until(pilot, predicate, timeout: float = 30.0) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if predicate():

@@ -201,7 +201,7 @@ def test_the_na_cu_run_lists_ce_per_cycle(reports):
     text = report.summary.read_text(encoding="utf-8")
     assert "| CE % |" in text
     rows = re.findall(r"^\| 3 \| [\d.]+ \| [\d.]+ \| ([\d.]+) \|", text, re.M)
-    assert rows and all(90 < float(ce) <= 100.5 for ce in rows)
+    assert rows and all(80 < float(ce) <= 100.5 for ce in rows)  # carbonate: 80-95 % (domain.md)
 
 
 def test_the_reservoir_method_shows_its_ce_and_formation_not_a_per_cycle_100_percent(reports):

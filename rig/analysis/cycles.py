@@ -33,7 +33,9 @@ def per_cycle(steps: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         # several steps of one half-cycle (a rate change mid-way) add up
         prev = row[key]
         row[key] = abs(s["charge_C"]) + (0.0 if math.isnan(prev) else prev)
-        row[f"eta_{half}_V"] = s["e_mean_abs_V"]
+        # NULL when the step passed no time (ended at once, e.g. aborted while paused)
+        mean = s["e_mean_abs_V"]
+        row[f"eta_{half}_V"] = math.nan if mean is None else mean
         row[f"eta_{half}_end_V"] = abs(s["e_end_V"]) if s["e_end_V"] is not None else math.nan
     out = []
     for c in sorted(cycles):

@@ -248,8 +248,11 @@ class ChannelSteps:
         done = [c for c in per_cycle(self._recent.values()) if not math.isnan(c["ce"])]
         if done:
             self.last_ce = _nan_to_none(done[-1]["ce"])
-            self.last_eta_mV = _nan_to_none(
-                (done[-1]["eta_plate_V"] + done[-1]["eta_strip_V"]) / 2 * 1e3)
+            # a half-cycle that ended before it passed any time (aborted while paused) has no
+            # mean |E|: stored as NULL
+            plate, strip = done[-1]["eta_plate_V"], done[-1]["eta_strip_V"]
+            self.last_eta_mV = (None if plate is None or strip is None
+                                else _nan_to_none((plate + strip) / 2 * 1e3))
 
 
 class EtaSeries:
