@@ -12,7 +12,7 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Grid, Vertical, VerticalScroll
 from textual.reactive import reactive
 from textual.screen import ModalScreen
@@ -359,7 +359,7 @@ class OverpotentialPlot(PlotextPlot):
 class ConfirmScreen(ModalScreen[bool]):
     """Ask y/n before a command is sent; dismisses with True for yes."""
 
-    BINDINGS: ClassVar[list[Binding]] = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "answer(True)", "yes"), Binding("n", "answer(False)", "no"),
         Binding("escape", "answer(False)", "no", show=False)]
 
@@ -387,7 +387,7 @@ def run_option(run: dict, current: str) -> Option:
 class RunPicker(ModalScreen[str | None]):
     """Choose another run of the store (newest first); dismisses with its id, or None."""
 
-    BINDINGS: ClassVar[list[Binding]] = [Binding("escape", "cancel", "cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "cancel")]
 
     def __init__(self, runs: Sequence[dict], current: str) -> None:
         super().__init__()
