@@ -160,10 +160,10 @@ class MonitorApp(App):
         else:
             self._call_ui(self._show, snap)  # None: that view has been closed
 
-    def _call_ui(self, fn: Callable[..., object], *args: object) -> None:
+    def _call_ui(self, fn: Callable[..., object], *args: object, **kwargs: object) -> None:
         """Run ``fn`` on the UI thread, unless the app has stopped meanwhile."""
         try:
-            self.call_from_thread(fn, *args)
+            self.call_from_thread(fn, *args, **kwargs)
         except RuntimeError:
             pass  # the app is shutting down
 

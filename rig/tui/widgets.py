@@ -167,15 +167,15 @@ class EventLog(DataTable):
         self._max_id = 0
         self._extend(events)
         self._title()
-        self._render()
+        self._redraw()
 
     def acknowledge(self, ack_id: int) -> None:
         self.ack_id = ack_id
-        self._render()
+        self._redraw()
 
     def watch_events(self, new: tuple[dict, ...]) -> None:
         if self._extend(new):
-            self._render()
+            self._redraw()
 
     def _extend(self, events: Iterable[dict]) -> bool:
         added = False
@@ -191,7 +191,7 @@ class EventLog(DataTable):
         self.border_title = ("events: all channels (f: filter)" if self.channel is None else
                              f"events: channel {self.channel} and the run's (f: all)")
 
-    def _render(self) -> None:
+    def _redraw(self) -> None:
         self.clear()
         for e in sorted(self._kept, key=_event_order, reverse=True):
             level = e["level"]
