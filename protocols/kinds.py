@@ -17,7 +17,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Annotated, Union
+from typing import Annotated, Union, get_args
 
 from pydantic import Field
 
@@ -27,7 +27,9 @@ from protocols.steps import SequenceModel
 KINDS: tuple[type[ProtocolBase], ...] = (*TEMPLATE_KINDS, SequenceModel)
 """Every implemented kind's model, templates first."""
 
-ProtocolFile = Annotated[Union[KINDS], Field(discriminator="kind")]  # noqa: UP007 (from a tuple)
+ProtocolFile = Annotated[
+    Union[KINDS],  # type: ignore[valid-type]  # noqa: UP007 (a union from a tuple, at runtime)
+    Field(discriminator="kind")]
 """The whole file: one of ``KINDS``, chosen by its ``kind`` field."""
 
 
@@ -37,4 +39,4 @@ def kind_names() -> tuple[str, ...]:
     >>> kind_names()[:2]
     ('plating_stripping', 'coulombic_efficiency')
     """
-    return tuple(m.model_fields["kind"].annotation.__args__[0] for m in KINDS)
+    return tuple(get_args(m.model_fields["kind"].annotation)[0] for m in KINDS)

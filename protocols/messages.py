@@ -360,6 +360,6 @@ def describe(error: dict) -> Problem:
     return PROTOCOL.describe(error)
 
 
-def describe_all(errors: list[dict]) -> list[Problem]:
+def describe_all(errors: list[Any]) -> list[Problem]:
     """Every error of a protocol file, in pydantic's order (the file's field order)."""
     return PROTOCOL.describe_all(errors)

@@ -158,7 +158,8 @@ class ProtocolBase(FileModel):
 
     name: Name = Field(examples=["Na||Na plating-stripping, glyme vs carbonate"])
     description: Note = ""
-    safety: SafetyModel = Field(default_factory=SafetyModel)
+    # every SafetyModel field has a default, which mypy cannot see through Field(...)
+    safety: SafetyModel = Field(default_factory=SafetyModel)  # type: ignore[arg-type]
     cells: list[CellModel] = Field(min_length=1, max_length=MAX_CELLS)
 
     def problems(self) -> list[Problem]:
@@ -311,7 +312,8 @@ class RampModel(FileModel):
         >>> RampModel(start="0.5 mA/cm^2", factor=2.0, max="4 mA/cm^2").values()
         [0.0005, 0.001, 0.002, 0.004]
         """
-        out, j = [], self.start
+        out: list[float] = []
+        j = self.start
         while j <= self.max * (1 + 1e-9) and len(out) <= MAX_RUNGS:
             out.append(j)
             j = j + self.step if self.step is not None else j * (self.factor or 2.0)
@@ -399,7 +401,8 @@ class OcvImpedanceModel(ProtocolBase):
     sweep_at_start: bool = Field(True, strict=True, description="a sweep before the first rest")
     rest_dEdt_below: PotentialRate | None = Field(
         None, description="a rest also ends when |dE/dt| falls below this", examples=["1 mV/h"])
-    eis: EisModel = Field(default_factory=EisModel)
+    # every EisModel field has a default, which mypy cannot see through Field(...)
+    eis: EisModel = Field(default_factory=EisModel)  # type: ignore[arg-type]
     record_interval: RecordInterval = Field(examples=["1 min"])
     record_dE: PositivePotential | None = Field(None, examples=["1 mV"])
 

@@ -276,7 +276,8 @@ def sequence_problems(m: SequenceModel) -> list[Problem]:
 
 
 def _label_problems(nodes: list[Node]) -> list[Problem]:
-    found, seen = [], {}
+    found: list[Problem] = []
+    seen: dict[str, str] = {}
     for n in nodes:
         label = n.step.label
         if label is None:

@@ -98,10 +98,10 @@ def step_totals(step: Step) -> Totals:
         t = known[bound]
         return Totals(t, t * abs(step.current_A), 0, int(_may_end_early(step.ends, bound)))
     if isinstance(step, (Rest, ConstantPotential)):
-        t = _end(step.ends, "time")
-        open_ended = t is None or isinstance(step, ConstantPotential)
+        t_end = _end(step.ends, "time")
+        open_ended = t_end is None or isinstance(step, ConstantPotential)
         early = not open_ended and _may_end_early(step.ends, "time")
-        return Totals(t or 0.0, 0.0, int(open_ended), int(early))
+        return Totals(t_end or 0.0, 0.0, int(open_ended), int(early))
     return Totals(0.0, 0.0, 1)  # Eis: its length depends on the instrument
 
 

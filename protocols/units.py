@@ -45,7 +45,7 @@ import pint
 from pydantic import BeforeValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-ureg = pint.UnitRegistry()
+ureg: pint.UnitRegistry = pint.UnitRegistry()
 """The one unit registry of narig: never create another (pint quantities from two
 registries cannot be combined)."""
 
@@ -122,7 +122,7 @@ def _expected(dim: Dimension) -> str:
 def _pint(text: str, dim: Dimension) -> float | str:
     """pint's reading of ``text`` in ``dim.unit``, or why not: "no unit" or "not"."""
     try:
-        q = ureg.Quantity(text)
+        q: Any = ureg.Quantity(text)  # a Quantity, or a plain number for unitless text
         if not isinstance(q, ureg.Quantity) or q.dimensionless:
             return "no unit"
         return float(q.to(dim.unit).magnitude)

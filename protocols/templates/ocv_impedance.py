@@ -33,7 +33,7 @@ def eis_step(e: EisModel, label: str = "eis") -> Eis:
 
 
 def cell_steps(m: OcvImpedanceModel) -> tuple[Step, ...]:
-    ends = (EndCondition("time", m.interval),)
+    ends: tuple[EndCondition, ...] = (EndCondition("time", m.interval),)
     if m.rest_dEdt_below is not None:
         ends += (EndCondition("dEdt_below", m.rest_dEdt_below),)
     block = (Rest(ends=ends, record=record_rule(m.record_interval, m.record_dE)),

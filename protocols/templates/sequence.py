@@ -23,7 +23,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from protocols.model import CellModel
 from protocols.plan import (
@@ -84,7 +84,9 @@ class _Expander:
             return Eis(f_start_Hz=s.f_start, f_end_Hz=s.f_end,
                        points_per_decade=s.points_per_decade, amplitude_V=s.amplitude,
                        dc_V=s.dc, label=label)
-        record = record_of(s.record or self.default_record)
+        # never None: a step without its own record and no file default is a problem
+        # (steps.sequence_problems), so no plan is built from such a file
+        record = record_of(cast(RecordModel, s.record or self.default_record))
         if isinstance(s, RestStep):
             return Rest(ends=self.ends(s), record=record, label=label)
         if isinstance(s, PotentialStep):

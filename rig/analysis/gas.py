@@ -89,8 +89,10 @@ def _n_at(t: np.ndarray, n: np.ndarray, when: float, edge_s: float) -> float:
     return float(n[near].mean()) if near.any() else float(np.interp(when, t, n))
 
 
-def gas_per_cycle(t: Sequence[float], pressure_Pa: Sequence[float],
-                  temperature_K: Sequence[float], bounds: Sequence[tuple[int, float, float]],
+def gas_per_cycle(t: Sequence[float] | np.ndarray,
+                  pressure_Pa: Sequence[float] | np.ndarray,
+                  temperature_K: Sequence[float] | np.ndarray,
+                  bounds: Sequence[tuple[int, float, float]],
                   headspace_mL: float, edge_s: float = EDGE_S) -> dict[str, Any]:
     """Gas made in each cycle, cycle 1 apart from the mean of the later ones.
 

@@ -75,9 +75,9 @@ def reservoir_ce(steps: list[dict[str, Any]], end_reason: str, parameters: dict[
     """
     q_t, n_res = _charge(steps, "reservoir")
     plated, n_cycles = _charge(steps, "cycle_plate")
-    stripped, _ = _charge(steps, "cycle_strip")
+    stripped, _n_strip = _charge(steps, "cycle_strip")
     q_s, n_final = _charge(steps, "final_strip")
-    f_plate, _ = _charge(steps, "formation_plate")
+    f_plate, _n_fplate = _charge(steps, "formation_plate")
     f_strip, n_fs = _charge(steps, "formation_strip")
     final = [s for s in steps if s.get("label") == "final_strip"]
     out: dict[str, Any] = {
@@ -302,7 +302,7 @@ def sei_growth(steps: list[dict[str, Any]], end_reason: str, parameters: dict[st
 def _headspace(parameters: dict[str, Any], extra: dict[str, Any]) -> float | None:
     if extra.get("headspace_mL"):
         return float(extra["headspace_mL"])
-    cell = extra.get("cell")
+    cell: Any = extra.get("cell")  # a CellModel or a row object: read by attribute
     if getattr(cell, "headspace_mL", None):
         return float(cell.headspace_mL)
     rows = parameters.get("cells") or []
@@ -320,7 +320,7 @@ def gas_per_cycle_outcome(steps: list[dict[str, Any]], end_reason: str,
     ``headspace_mL``, ``reason``.
     """
     headspace = _headspace(parameters, extra)
-    empty = {"cycles": [], "first_cycle_umol": None, "later_mean_umol": None,
+    empty: dict[str, Any] = {"cycles": [], "first_cycle_umol": None, "later_mean_umol": None,
              "total_umol": None, "total_uL_stp": None, "before_cycling_umol": None,
              "headspace_mL": headspace}
     if headspace is None:

@@ -23,7 +23,7 @@ from typing import ClassVar
 
 from textual import events, work
 from textual.app import App, ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Header
 
@@ -55,10 +55,12 @@ class MonitorApp(App):
     TITLE = "narig monitor"
     # a laptop over ssh (80x24): below 120 columns the table is compact and the station panel
     # takes the plots' place on `t`; below 32 rows the header goes and the event log shrinks
-    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [
+    # typed as textual declares them (`ClassVar[...] | None`, an instance variable to mypy)
+    HORIZONTAL_BREAKPOINTS: list[tuple[int, str]] | None = [  # noqa: RUF012
         (0, "-narrow"), (NARROW_BELOW, "-wide")]
-    VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [(0, "-short"), (32, "-tall")]
-    BINDINGS: ClassVar[list[Binding]] = [
+    VERTICAL_BREAKPOINTS: list[tuple[int, str]] | None = [  # noqa: RUF012
+        (0, "-short"), (32, "-tall")]
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("p", "command('pause', False)", "pause"),
         Binding("r", "command('resume', False)", "resume"),
         Binding("a", "command('abort', False)", "abort"),
@@ -158,10 +160,10 @@ class MonitorApp(App):
         else:
             self._call_ui(self._show, snap)  # None: that view has been closed
 
-    def _call_ui(self, fn: Callable[..., object], *args: object) -> None:
+    def _call_ui(self, fn: Callable[..., object], *args: object, **kwargs: object) -> None:
         """Run ``fn`` on the UI thread, unless the app has stopped meanwhile."""
         try:
-            self.call_from_thread(fn, *args)
+            self.call_from_thread(fn, *args, **kwargs)
         except RuntimeError:
             pass  # the app is shutting down
 

@@ -12,7 +12,7 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Grid, Vertical, VerticalScroll
 from textual.reactive import reactive
 from textual.screen import ModalScreen
@@ -167,15 +167,15 @@ class EventLog(DataTable):
         self._max_id = 0
         self._extend(events)
         self._title()
-        self._render()
+        self._redraw()
 
     def acknowledge(self, ack_id: int) -> None:
         self.ack_id = ack_id
-        self._render()
+        self._redraw()
 
     def watch_events(self, new: tuple[dict, ...]) -> None:
         if self._extend(new):
-            self._render()
+            self._redraw()
 
     def _extend(self, events: Iterable[dict]) -> bool:
         added = False
@@ -191,7 +191,7 @@ class EventLog(DataTable):
         self.border_title = ("events: all channels (f: filter)" if self.channel is None else
                              f"events: channel {self.channel} and the run's (f: all)")
 
-    def _render(self) -> None:
+    def _redraw(self) -> None:
         self.clear()
         for e in sorted(self._kept, key=_event_order, reverse=True):
             level = e["level"]
@@ -359,7 +359,7 @@ class OverpotentialPlot(PlotextPlot):
 class ConfirmScreen(ModalScreen[bool]):
     """Ask y/n before a command is sent; dismisses with True for yes."""
 
-    BINDINGS: ClassVar[list[Binding]] = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "answer(True)", "yes"), Binding("n", "answer(False)", "no"),
         Binding("escape", "answer(False)", "no", show=False)]
 
@@ -387,7 +387,7 @@ def run_option(run: dict, current: str) -> Option:
 class RunPicker(ModalScreen[str | None]):
     """Choose another run of the store (newest first); dismisses with its id, or None."""
 
-    BINDINGS: ClassVar[list[Binding]] = [Binding("escape", "cancel", "cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "cancel")]
 
     def __init__(self, runs: Sequence[dict], current: str) -> None:
         super().__init__()
