@@ -15,7 +15,7 @@ import re
 import tomllib
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -49,9 +49,14 @@ PRESSURE_RATE = Dimension("pressure rate", "Pa/s", "50 mbar/h", "mbar/h", True)
 _TIME_OR_ZERO = Dimension("time", "s", "30 s", "s", False)
 
 RESISTANCE = Dimension("resistance", "ohm", "1 kohm", "ohm", True)
-Pressure = quantity_type(PRESSURE)
-Resistance = quantity_type(RESISTANCE)
-PressureRate = quantity_type(PRESSURE_RATE)
+if TYPE_CHECKING:  # quantity_type builds an Annotated[float, ...] at run time: a float to mypy
+    Pressure = float
+    Resistance = float
+    PressureRate = float
+else:
+    Pressure = quantity_type(PRESSURE)
+    Resistance = quantity_type(RESISTANCE)
+    PressureRate = quantity_type(PRESSURE_RATE)
 
 _PPM_TEXT = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z%]*)\s*")
 PPM_UNITS = {"ppm": 1.0, "ppmv": 1.0, "ppb": 1e-3, "ppbv": 1e-3}
@@ -98,8 +103,12 @@ def _time_or_zero(value: Any) -> float:
     return seconds
 
 
-Ppm = _ppm_type(positive=True)
-PpmOrZero = _ppm_type(positive=False)
+if TYPE_CHECKING:  # _ppm_type builds an Annotated[float, ...] at run time: a float to mypy
+    Ppm = float
+    PpmOrZero = float
+else:
+    Ppm = _ppm_type(positive=True)
+    PpmOrZero = _ppm_type(positive=False)
 TimeOrZero = Annotated[float, BeforeValidator(_time_or_zero)]
 
 
