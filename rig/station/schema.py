@@ -219,13 +219,13 @@ Problem = tuple[str, str]
 class InterlocksEntry(_Table):
     """Station interlocks: atmosphere thresholds and how they trip and clear."""
 
-    o2_max: Ppm = Field(1.0, examples=["1 ppm"])
-    h2o_max: Ppm = Field(1.0, examples=["1 ppm"])
-    hysteresis: PpmOrZero = Field(0.2, examples=["0.2 ppm"])
-    hold_off: TimeOrZero = Field(30.0, examples=["30 s"])
-    clear_for: TimeOrZero = Field(600.0, examples=["10 min"])
-    sensor_timeout: Time = Field(60.0, examples=["60 s"])
-    resume_when_clear: bool = Field(True, strict=True, examples=[True])
+    o2_max: Ppm = Field(default=1.0, examples=["1 ppm"])
+    h2o_max: Ppm = Field(default=1.0, examples=["1 ppm"])
+    hysteresis: PpmOrZero = Field(default=0.2, examples=["0.2 ppm"])
+    hold_off: TimeOrZero = Field(default=30.0, examples=["30 s"])
+    clear_for: TimeOrZero = Field(default=600.0, examples=["10 min"])
+    sensor_timeout: Time = Field(default=60.0, examples=["60 s"])
+    resume_when_clear: bool = Field(default=True, strict=True, examples=[True])
 
 
 class StationFile(_Table):
