@@ -124,7 +124,9 @@ class Potentiostat(Protocol):
 
     ranges: Ranges
     streaming: bool
-    rejected: list[str]
+
+    @property
+    def rejected(self) -> list[str]: ...  # read-only to callers: a plain attribute also satisfies it
 
     def identify(self) -> str: ...
 

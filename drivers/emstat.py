@@ -50,8 +50,11 @@ from drivers.methodscript import (
     parse_si,
 )
 
+_TermiosError: type[BaseException]
 try:
-    from termios import error as _TermiosError  # tcflush on a vanished pty raises this
+    from termios import error as _termios_error  # tcflush on a vanished pty raises this
+
+    _TermiosError = _termios_error
 except ImportError:  # Windows
     _TermiosError = OSError
 

@@ -60,6 +60,7 @@ import random
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 from scipy.optimize import brentq
@@ -629,7 +630,8 @@ def _check_step(value: float, dt_s: float) -> None:
         raise ValueError(f"need a finite setpoint and dt_s >= 0, got {value!r}, {dt_s!r}")
 
 
-def _with_overrides(electrolyte: Electrolyte, overrides: dict[str, object]) -> Electrolyte:
+def _with_overrides(electrolyte: Electrolyte, overrides: dict[str, Any]) -> Electrolyte:
+    # the field names are checked here; the values go to dataclasses.replace as given (Any)
     known = {f.name for f in fields(Electrolyte)}
     unknown = sorted(set(overrides) - known)
     if unknown:

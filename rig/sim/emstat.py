@@ -392,7 +392,7 @@ class SimulatedEmStat4:
             script = self._script
             run = script.run if script is not None else None
             rel = run.next_rel() if run is not None else None
-            if rel is None:
+            if run is None or rel is None:
                 return PUMP_PERIOD_S
             delay = (run.start + rel - self.clock.now()) / getattr(self.clock, "speed", 1.0)
         return min(max(delay, 0.0), PUMP_PERIOD_S)

@@ -62,7 +62,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, cast
 
 from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
@@ -361,7 +361,10 @@ class SimulatedModbusSensor:
                                  framer=FRAMINGS[self.framing], trace_packet=self._trace_packet)
         self._server = server
         await server.serve_forever(background=True)  # listening once this returns
-        self.port = server.transport.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        # a TCP listener's transport is the asyncio.Server of loop.create_server (pymodbus
+        # annotates it as BaseTransport)
+        listener = cast(asyncio.Server, server.transport)
+        self.port = listener.sockets[0].getsockname()[1]
         self._ready.set()
         try:
             await self._stop.wait()

@@ -74,7 +74,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol, Self, cast
 
 from rig.clock import Clock
 
@@ -206,7 +206,9 @@ def split_arguments(text: str) -> list[str]:
 
 def split_commands(line: str) -> list[str]:
     """``;``-separated commands of one line (not inside quotes)."""
-    out, cur, quoted = [], [], None
+    out: list[str] = []
+    cur: list[str] = []
+    quoted: str | None = None
     for ch in line:
         if quoted:
             if ch == quoted:
@@ -328,7 +330,8 @@ class SimulatedKeithley2450:
         self.received: list[str] = []
         self._lock = threading.RLock()
         self._server = _Server((host, port), self)
-        self.host, self.port = self._server.server_address[:2]
+        # an AF_INET TCPServer's address is (host: str, port: int)
+        self.host, self.port = cast(tuple[str, int], self._server.server_address[:2])
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
         self._closed = False
@@ -414,7 +417,7 @@ class SimulatedKeithley2450:
         self.off_state = "NORM"
         self.nplc = 1.0
         self.limited = False  # in compliance: a voltage source at +-vlim
-        self.elements_2400 = _ELEMENTS_2400
+        self.elements_2400: tuple[str, ...] = _ELEMENTS_2400
         self._errors: deque[tuple[int, str]] = deque()
         self._on_since = self.clock.now()
         self._last = (0.0, 0.0)  # last potential V and current A
@@ -541,7 +544,7 @@ class SimulatedKeithley2450:
             "SOUR:FUNC?": lambda a: self.source_function,
             "SOUR:CURR": self._set_level,
             "SOUR:CURR?": lambda a: _e(self.level_A),
-            "SOUR:CURR:RANG:AUTO": lambda a: _boolean(a) and None,
+            "SOUR:CURR:RANG:AUTO": _check_boolean,
             "SOUR:VOLT": self._set_voltage,
             "SOUR:VOLT?": lambda a: _e(self.level_V),
             "SOUR:VOLT:RANG:AUTO": _check_boolean,
@@ -552,7 +555,7 @@ class SimulatedKeithley2450:
             "FUNC?": lambda a: f'"{self.sense_function}:DC"',
             "VOLT:NPLC": self._set_nplc,
             "VOLT:NPLC?": lambda a: _e(self.nplc),
-            "VOLT:RANG:AUTO": lambda a: _boolean(a) and None,
+            "VOLT:RANG:AUTO": _check_boolean,
             "OUTP": self._set_output,
             "OUTP?": lambda a: "1" if self.output_on else "0",
             "READ?": self._read,

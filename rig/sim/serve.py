@@ -159,11 +159,11 @@ class SimulatedInstruments:
                              key=lambda ke: (ke[1].name not in order, order.get(ke[1].name, 0)))
         for k, entry in instruments:
             self._add(entry.name, self._instrument(entry, self.data["instruments"][k]))
-        for k, entry in enumerate(config.sensors):
+        for k, sensor in enumerate(config.sensors):
             table = self.data.setdefault("sensors", [])[k]
-            sim = (self._atmosphere(entry, table, glovebox_events)
-                   if isinstance(entry, AtmosphereEntry) else self._pressure(entry, table))
-            self._add(entry.name, sim)
+            sim = (self._atmosphere(sensor, table, glovebox_events)
+                   if isinstance(sensor, AtmosphereEntry) else self._pressure(sensor, table))
+            self._add(sensor.name, sim)
 
     def _add(self, name: str, sim: Any) -> None:
         self.simulators.append(sim)
@@ -215,12 +215,12 @@ class SimulatedInstruments:
         from rig.sim.keithley import SimulatedKeithley2450
 
         serial = f"SIM{channel if channel is not None else 9999:05d}"
-        sim = SimulatedKeithley2450(cell, self.clock, command_set=entry.command_set,
-                                    serial_number=serial,
-                                    fault=self._fault(entry.name, KeithleyFaults)).start()
-        table["resource"] = sim.resource
+        keithley = SimulatedKeithley2450(cell, self.clock, command_set=entry.command_set,
+                                         serial_number=serial,
+                                         fault=self._fault(entry.name, KeithleyFaults)).start()
+        table["resource"] = keithley.resource
         table["description"] = f"simulated, {serial}, {where}"
-        return sim
+        return keithley
 
     def _atmosphere(self, entry: AtmosphereEntry, table: dict[str, Any],
                     events: Sequence[Any]) -> Any:

@@ -15,7 +15,7 @@ import re
 import tomllib
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -49,9 +49,14 @@ PRESSURE_RATE = Dimension("pressure rate", "Pa/s", "50 mbar/h", "mbar/h", True)
 _TIME_OR_ZERO = Dimension("time", "s", "30 s", "s", False)
 
 RESISTANCE = Dimension("resistance", "ohm", "1 kohm", "ohm", True)
-Pressure = quantity_type(PRESSURE)
-Resistance = quantity_type(RESISTANCE)
-PressureRate = quantity_type(PRESSURE_RATE)
+if TYPE_CHECKING:  # quantity_type builds an Annotated[float, ...] at run time: a float to mypy
+    Pressure = float
+    Resistance = float
+    PressureRate = float
+else:
+    Pressure = quantity_type(PRESSURE)
+    Resistance = quantity_type(RESISTANCE)
+    PressureRate = quantity_type(PRESSURE_RATE)
 
 _PPM_TEXT = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z%]*)\s*")
 PPM_UNITS = {"ppm": 1.0, "ppmv": 1.0, "ppb": 1e-3, "ppbv": 1e-3}
@@ -98,8 +103,12 @@ def _time_or_zero(value: Any) -> float:
     return seconds
 
 
-Ppm = _ppm_type(positive=True)
-PpmOrZero = _ppm_type(positive=False)
+if TYPE_CHECKING:  # _ppm_type builds an Annotated[float, ...] at run time: a float to mypy
+    Ppm = float
+    PpmOrZero = float
+else:
+    Ppm = _ppm_type(positive=True)
+    PpmOrZero = _ppm_type(positive=False)
 TimeOrZero = Annotated[float, BeforeValidator(_time_or_zero)]
 
 
@@ -210,13 +219,13 @@ Problem = tuple[str, str]
 class InterlocksEntry(_Table):
     """Station interlocks: atmosphere thresholds and how they trip and clear."""
 
-    o2_max: Ppm = Field(1.0, examples=["1 ppm"])
-    h2o_max: Ppm = Field(1.0, examples=["1 ppm"])
-    hysteresis: PpmOrZero = Field(0.2, examples=["0.2 ppm"])
-    hold_off: TimeOrZero = Field(30.0, examples=["30 s"])
-    clear_for: TimeOrZero = Field(600.0, examples=["10 min"])
-    sensor_timeout: Time = Field(60.0, examples=["60 s"])
-    resume_when_clear: bool = Field(True, strict=True, examples=[True])
+    o2_max: Ppm = Field(default=1.0, examples=["1 ppm"])
+    h2o_max: Ppm = Field(default=1.0, examples=["1 ppm"])
+    hysteresis: PpmOrZero = Field(default=0.2, examples=["0.2 ppm"])
+    hold_off: TimeOrZero = Field(default=30.0, examples=["30 s"])
+    clear_for: TimeOrZero = Field(default=600.0, examples=["10 min"])
+    sensor_timeout: Time = Field(default=60.0, examples=["60 s"])
+    resume_when_clear: bool = Field(default=True, strict=True, examples=[True])
 
 
 class StationFile(_Table):
