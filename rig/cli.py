@@ -390,7 +390,8 @@ def outcome_text(o: dict[str, Any]) -> str:
     outcome could not compute (None) is said in words, with the outcome's ``reason``."""
     if o.get("error"):
         return f"could not be computed: {o['error']}"
-    text = _OUTCOME_TEXT.get(o.get("outcome"))
+    kind = o.get("outcome")
+    text = _OUTCOME_TEXT.get(kind) if isinstance(kind, str) else None
     if text is not None:
         return text(o)
     return o.get("reason") or json.dumps(o)[:120]

@@ -22,7 +22,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
 Pump = Callable[[float], None]
@@ -37,7 +37,7 @@ class Clock(Protocol):
 
     async def sleep(self, dt: float) -> None: ...
 
-    def participant(self) -> contextmanager[None]: ...
+    def participant(self) -> AbstractContextManager[None]: ...
 
     def add_pump(self, pump: Pump) -> None: ...
 

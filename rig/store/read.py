@@ -171,7 +171,8 @@ def get_checkpoint(conn: sqlite3.Connection, run_key: int, channel: int) -> dict
 # ---- bulk data --------------------------------------------------------------------------
 
 def _range_sql(t_from: float | None, t_to: float | None) -> tuple[str, tuple]:
-    sql, params = "", ()
+    sql = ""
+    params: tuple[Any, ...] = ()
     if t_from is not None:
         sql, params = sql + " AND t >= ?", params + (t_from,)
     if t_to is not None:
@@ -246,7 +247,8 @@ def get_sensors(conn: sqlite3.Connection, run_key: int, sensor: str | None = Non
                 quantity: str | None = None, t_from: float | None = None,
                 t_to: float | None = None) -> list[tuple]:
     """Sensor readings ``(t, sensor, quantity, value)`` of a run, in time order."""
-    sql, params = "SELECT t, sensor, quantity, value FROM sensors WHERE run_key = ?", (run_key,)
+    sql = "SELECT t, sensor, quantity, value FROM sensors WHERE run_key = ?"
+    params: tuple[Any, ...] = (run_key,)
     if sensor is not None:
         sql, params = sql + " AND sensor = ?", params + (sensor,)
     if quantity is not None:
@@ -263,7 +265,8 @@ def get_events(conn: sqlite3.Connection, run_key: int, channel: int | None = Non
     ``channel``: that channel's events and the run-wide ones. ``limit``: only the last
     ``limit``. ``after_id``: only events newer than that id (for polling).
     """
-    sql, params = "SELECT * FROM events WHERE run_key = ?", (run_key,)
+    sql = "SELECT * FROM events WHERE run_key = ?"
+    params: tuple[Any, ...] = (run_key,)
     if channel is not None:
         sql, params = sql + " AND (channel = ? OR channel IS NULL)", params + (channel,)
     if after_id is not None:
@@ -310,6 +313,8 @@ def send_command(path: str | os.PathLike, run_id: str, command: str,
             cur = conn.execute(
                 "INSERT INTO commands (run_key, channel, command, issued_at) VALUES (?, ?, ?, ?)",
                 (run["key"], channel, command, time.time()))
+        if cur.lastrowid is None:  # set by every successful INSERT
+            raise StoreError(f"queuing command {command!r} gave no row id")
         return cur.lastrowid
     finally:
         conn.close()

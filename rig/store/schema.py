@@ -265,10 +265,11 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
 
 def _create(db: sqlite_utils.Database) -> None:
     for name, (columns, pk, not_null) in TABLES.items():
-        db[name].create(columns, pk=pk, not_null=set(not_null), if_not_exists=True)
-    for table, columns, unique in INDEXES:
-        db[table].create_index(list(columns), index_name=f"ix_{table}_{'_'.join(columns)}",
-                               unique=unique, if_not_exists=True)
+        db.table(name).create(columns, pk=pk, not_null=set(not_null), if_not_exists=True)
+    for table, index_columns, unique in INDEXES:
+        db.table(table).create_index(list(index_columns),
+                                     index_name=f"ix_{table}_{'_'.join(index_columns)}",
+                                     unique=unique, if_not_exists=True)
     db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                [str(SCHEMA_VERSION)])
     db.conn.commit()

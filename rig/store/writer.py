@@ -45,7 +45,7 @@ from enum import IntEnum
 from functools import lru_cache
 from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, NamedTuple, Self, cast
 
 from rig.store.errors import RunNotFound, StoreError, WriterClosed, WriterError
 from rig.store.schema import (
@@ -246,9 +246,9 @@ class RunWriter:
     def sensor_values(self, run_key: int,
                       rows: Iterable[tuple[float, str, str, float]]) -> None:
         """Queue station sensor readings ``(t, sensor, quantity, value)``."""
-        rows = [(run_key, t, sensor, quantity, value) for t, sensor, quantity, value in rows]
-        if rows:
-            self._put(Op(_SENSORS, time.monotonic(), run_key, None, rows, len(rows)))
+        params = [(run_key, t, sensor, quantity, value) for t, sensor, quantity, value in rows]
+        if params:
+            self._put(Op(_SENSORS, time.monotonic(), run_key, None, params, len(params)))
 
     def event(self, run_key: int, channel: int | None, t: float, level: str, kind: str,
               message: str) -> None:
@@ -370,6 +370,13 @@ class RunWriter:
 
     # ---- the writer thread --------------------------------------------------------------
 
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The writer thread's connection; open before ``_loop`` runs."""
+        if self._conn is None:
+            raise WriterError(f"store writer for {self.path} has no open connection")
+        return self._conn
+
     def _run(self, ready: _Call) -> None:
         try:
             self._conn = open_db(self.path)
@@ -416,7 +423,7 @@ class RunWriter:
             else:  # _Stop
                 return
 
-    def _commit(self, ops: list[tuple]) -> None:
+    def _commit(self, ops: list[Op]) -> None:
         if not ops:
             return
         if self._error is not None:  # stopped at the first failed commit: keep, never commit
@@ -424,7 +431,7 @@ class RunWriter:
             return
         t0 = time.monotonic()
         try:
-            self._transaction(lambda: _apply(self._conn, ops))
+            self._transaction(lambda: _apply(self._db, ops))
         except Exception as exc:  # noqa: BLE001 - salvaged, logged and re-raised to the caller
             self._salvage(ops, exc)
             return
@@ -441,14 +448,14 @@ class RunWriter:
         pause = 0.05
         while True:
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
+                self._db.execute("BEGIN IMMEDIATE")
                 try:
                     result = body()
-                    self._conn.execute("COMMIT")
+                    self._db.execute("COMMIT")
                     return result
                 except BaseException:
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
                     raise
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc) or time.monotonic() > give_up:
@@ -457,10 +464,10 @@ class RunWriter:
                 time.sleep(pause)
                 pause = min(pause * 2, 2.0)
 
-    def _salvage(self, ops: list[tuple], exc: Exception) -> None:
+    def _salvage(self, ops: list[Op], exc: Exception) -> None:
         """Store the failed batch op by op, keeping the rest; record the failure."""
         log.error("store writer: committing %d queued items failed: %r", len(ops), exc)
-        failed: list[tuple] = []
+        failed: list[Op] = []
 
         def one_by_one() -> None:
             failed.clear()  # in case the transaction is retried
@@ -469,14 +476,14 @@ class RunWriter:
                 if op[0] == _CHECKPOINT and (op[2], op[3]) in broken:
                     failed.append(op)  # never commit a checkpoint ahead of lost samples
                     continue
-                self._conn.execute("SAVEPOINT op")
+                self._db.execute("SAVEPOINT op")
                 try:
-                    _apply(self._conn, [op])
+                    _apply(self._db, [op])
                 except Exception:  # noqa: BLE001 - collected into `failed`
-                    self._conn.execute("ROLLBACK TO op")
+                    self._db.execute("ROLLBACK TO op")
                     failed.append(op)
                     broken.add((op[2], op[3]))
-                self._conn.execute("RELEASE op")
+                self._db.execute("RELEASE op")
 
         try:
             self._transaction(one_by_one)
@@ -554,7 +561,7 @@ def _samples_sql(run_key: int, channel: int) -> str:
             f"VALUES ({int(run_key)}, {int(channel)}, ?, ?, ?, ?, ?, ?)")
 
 
-def _apply(conn: sqlite3.Connection, ops: list[tuple]) -> None:
+def _apply(conn: sqlite3.Connection, ops: Sequence[Op]) -> None:
     """Execute a batch: executemany per table, updates in queue order, checkpoints last."""
     samples: dict[tuple[int, int], list[list]] = {}
     by_kind: dict[int, list] = {k: [] for k in (_EIS, _SENSORS, _EVENT, _STEP)}
@@ -562,14 +569,14 @@ def _apply(conn: sqlite3.Connection, ops: list[tuple]) -> None:
     checkpoints: dict[tuple[int, int], tuple] = {}
     heartbeats: dict[int, float] = {}
     for kind, _, run_key, channel, payload, _ in ops:
-        if kind == _SAMPLES:
-            samples.setdefault((run_key, channel), []).append(payload)
+        if kind == _SAMPLES:  # samples() and checkpoint() queue an int channel
+            samples.setdefault((run_key, cast(int, channel)), []).append(payload)
         elif kind in (_EIS, _SENSORS):
             by_kind[kind].extend(payload)
         elif kind in (_EVENT, _STEP):
             by_kind[kind].append(payload)
         elif kind == _CHECKPOINT:
-            checkpoints[(run_key, channel)] = (run_key, channel) + payload
+            checkpoints[(run_key, cast(int, channel))] = (run_key, channel) + payload
         elif kind == _CH_STATUS:
             updates.append((_CH_STATUS_SQL, payload))
         elif kind == _RUN_STATUS:
@@ -599,6 +606,8 @@ def _insert_run(conn: sqlite3.Connection, row: tuple) -> int:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)", row)
     except sqlite3.IntegrityError as exc:
         raise StoreError(f"a run with id {row[0]!r} already exists") from exc
+    if cur.lastrowid is None:  # set by every successful INSERT
+        raise StoreError(f"inserting run {row[0]!r} gave no row id")
     return cur.lastrowid
 
 
