@@ -450,7 +450,8 @@ class Keithley2450:
     def read(self) -> Reading:
         """One reading with its compliance flag."""
         source = self._source
-        return self._query(self.scpi.read, lambda r: parse_reading(r, self.command_set, source))
+        return self._query(self.scpi.read, lambda r: parse_reading(r, self.command_set, source),
+                           reconnect=True)
 
     def output(self, on: bool) -> None:
         """``:OUTP ON|OFF``; on only after compliance was armed and read back."""
@@ -649,8 +650,11 @@ class Keithley2450:
             raise InstrumentGone(f"{self.resource_name}: {command!r}: {exc}") from None
         return raw.decode("ascii", errors="replace").strip("\r\n")
 
-    def _query(self, command: str, parse: Callable[[str], Any] = str) -> Any:
-        """Write, read one line, parse; timeouts and garbled replies retried with backoff."""
+    def _query(self, command: str, parse: Callable[[str], Any] = str, *,
+               reconnect: bool = False) -> Any:
+        """Write, read one line, parse; timeouts and garbled replies retried with backoff.
+        ``reconnect``: a dropped connection is reopened and the query asked again (for a
+        reading: the instrument kept sourcing; output-off has its own reconnecting loop)."""
         last: InstrumentError | None = None
         for attempt in range(self.retries + 1):
             if attempt:
@@ -662,8 +666,16 @@ class Keithley2450:
             except (InstrumentTimeout, InstrumentProtocolError) as exc:
                 last = exc
                 if isinstance(exc, InstrumentTimeout) and self._peer_closed():
-                    raise InstrumentGone(
-                        f"{self.resource_name} closed the connection ({command!r})") from None
+                    last = InstrumentGone(
+                        f"{self.resource_name} closed the connection ({command!r})")
+                    if not reconnect or attempt == self.retries:
+                        raise last from None
+                    self._reconnect()  # the instrument kept its state: ask again
+            except InstrumentGone as exc:
+                last = exc
+                if not reconnect or attempt == self.retries:
+                    raise
+                self._reconnect()  # raises InstrumentGone itself if the instrument is not there
         assert last is not None
         raise type(last)(f"{last} (after {self.retries + 1} tries)")
 

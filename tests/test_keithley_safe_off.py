@@ -89,3 +89,16 @@ def test_output_off_reconnects_after_the_instrument_hangs_up(rm):
 
 def test_output_not_confirmed_off_is_a_typed_instrument_error():
     assert issubclass(OutputNotConfirmedOff, InstrumentError)
+
+
+def test_a_reading_after_a_dropped_connection_reconnects_and_the_step_goes_on(sim, rm):
+    """The fault soak (benchmarks/soak_faults.py) ended Keithley channels `instrument_fault` on
+    one dropped connection during `:READ?`; a query is safe to ask again on a new connection
+    (the instrument kept sourcing), so the driver reconnects and reads."""
+    smu = running(sim, rm)
+    sim.drop_connections()
+    samples, _ended = smu.read_samples(0.0)
+    assert samples and sim.output_on  # read on a new connection; the step carries on
+    smu.output_off()
+    assert not sim.output_on
+    smu.close()
