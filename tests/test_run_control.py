@@ -16,6 +16,7 @@ import pytest
 
 from rig.analysis.cycles import per_cycle
 from rig.store import get_channels, get_events, get_steps, open_reader
+from tests.faults_helpers import rig_cmd, wait_for
 from tests.protocol_text import GLYME, two_cells
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,10 +26,6 @@ def control_protocol(cycles: int, q: str) -> str:
                      cells=(("G1", GLYME), ("G2", GLYME)))
 
 
-def rig_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "rig.cli", *args]
-
-
 def start_run(tmp_path: Path, cycles: int, q: str = "1 mAh/cm^2") -> tuple[subprocess.Popen, Path]:
     protocol = tmp_path / "p.toml"
     protocol.write_text(control_protocol(cycles, q))
@@ -36,16 +33,6 @@ def start_run(tmp_path: Path, cycles: int, q: str = "1 mAh/cm^2") -> tuple[subpr
     proc = subprocess.Popen(rig_cmd("run", str(protocol), "--db", str(db)), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return proc, db
-
-
-def wait_for(predicate, timeout: float = 20.0, every: float = 0.05):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not reached in time")
 
 
 def query(db: Path, sql: str, *params):

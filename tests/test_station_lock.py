@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.faults_helpers import rig_cmd, wait_for
 from rig.station import InstrumentInUse, lock_station, parse_station
 from rig.station.lock import LOCK_DIR_ENV, claims_of, lock_dir
 
@@ -153,20 +154,6 @@ def test_while_a_run_holds_locks_a_tmp_cleaner_leaves_the_lock_directory_alone(
 
 
 # ---------------------------------------------------------------- two `rig run` processes
-
-def rig_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "rig.cli", *args]
-
-
-def wait_for(predicate, timeout: float = 60.0, every: float = 0.05):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not reached in time")
-
 
 def run_ids(db: Path) -> list[str]:
     if not db.exists():
