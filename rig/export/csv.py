@@ -23,13 +23,10 @@ def _options(header: bool) -> pacsv.WriteOptions:
 def write_bdf_csv(path: Path, columns: list[str], blocks: Iterable[dict[str, np.ndarray]]) -> int:
     """The BDF table: one header row of ``Name / unit``; the number of data rows."""
     sch = tables.schema(columns)
-    tmp, n = tables.partial(path), 0
+    tmp = tables.partial(path)
     with pa.OSFile(str(tmp), "wb") as sink, pacsv.CSVWriter(sink, sch,
                                                             write_options=_options(True)) as w:
-        for block in blocks:
-            rb = tables.batch(block, sch)
-            w.write_batch(rb)
-            n += rb.num_rows
+        n = tables.write_batches(w, blocks, sch)
     tables.commit(tmp, path)
     return n
 
@@ -46,14 +43,11 @@ def write_origin_csv(path: Path, columns: list[str],
     as Long Name and Units; in pandas: ``read_csv(path, skiprows=[1])``)."""
     sch = tables.schema(columns)
     names, units = names_and_units(columns)
-    tmp, n = tables.partial(path), 0
+    tmp = tables.partial(path)
     with open(tmp, "wb") as f:
         f.write(_rows_text([names, units]).encode())
         with pacsv.CSVWriter(f, sch, write_options=_options(False)) as w:
-            for block in blocks:
-                rb = tables.batch(block, sch)
-                w.write_batch(rb)
-                n += rb.num_rows
+            n = tables.write_batches(w, blocks, sch)
     tables.commit(tmp, path)
     return n
 

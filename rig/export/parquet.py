@@ -34,11 +34,8 @@ def key_value_metadata(meta: dict[str, Any]) -> dict[bytes, bytes]:
 def write_bdf_parquet(path: Path, columns: list[str], blocks: Iterable[dict[str, np.ndarray]],
                       meta: dict[str, Any]) -> int:
     sch = tables.schema(columns, key_value_metadata(meta))
-    tmp, n = tables.partial(path), 0
+    tmp = tables.partial(path)
     with pq.ParquetWriter(str(tmp), sch, compression="zstd") as w:
-        for block in blocks:
-            rb = tables.batch(block, sch)
-            w.write_batch(rb)
-            n += rb.num_rows
+        n = tables.write_batches(w, blocks, sch)
     tables.commit(tmp, path)
     return n

@@ -5,7 +5,9 @@ Parquet."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +31,16 @@ def batch(block: dict[str, np.ndarray], sch: pa.Schema) -> pa.RecordBatch:
         else:
             arrays.append(pa.array(values, type=f.type, from_pandas=True))  # NaN -> null
     return pa.RecordBatch.from_arrays(arrays, schema=sch)
+
+
+def write_batches(writer: Any, blocks: Iterable[dict[str, np.ndarray]], sch: pa.Schema) -> int:
+    """Every chunk through ``writer.write_batch`` (a CSV or Parquet writer); the rows written."""
+    n = 0
+    for block in blocks:
+        rb = batch(block, sch)
+        writer.write_batch(rb)
+        n += rb.num_rows
+    return n
 
 
 def partial(path: Path) -> Path:
