@@ -22,7 +22,7 @@ from rig.tui.widgets import ChannelTable
 from rig.validate import check_ranges
 from tests.test_monitor_support import table_text, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 BASE = """
 kind = "plating_stripping"

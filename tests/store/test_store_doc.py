@@ -14,7 +14,7 @@ from rig.store import open_db, open_reader
 from rig.store.frames import schema_columns
 from tests.store_runs import make_store
 
-DOC = (Path(__file__).resolve().parents[1] / "docs" / "store.md").read_text(encoding="utf-8")
+DOC = (Path(__file__).resolve().parents[2] / "docs" / "store.md").read_text(encoding="utf-8")
 
 
 def documented(section: str) -> set[str]:

@@ -29,7 +29,7 @@ from rig.sim.glovebox import Breach
 from rig.sim.station import simulated_station
 from rig.store import RunWriter, open_reader, resolve_run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GLYME, CARBONATE = "1 M NaPF6 in diglyme", "1 M NaClO4 in EC:DEC"
 WIDE_PX, TALL_PX = (1200, 675), (1200, 900)  # 8 x 4.5 and 8 x 6 inches at 150 dpi
 

@@ -10,13 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-from protocol_text import two_cells
 from protocols import load_protocol
 from protocols.summary import plan_totals
 from rig import __version__
 from rig.console import RunConsole
+from tests.protocol_text import two_cells
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def rig(*args: str, cwd: Path = ROOT, timeout: float = 120) -> subprocess.CompletedProcess:

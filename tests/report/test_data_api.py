@@ -20,7 +20,7 @@ from rig.store import AmbiguousRun, RunNotFound, get_samples, open_reader
 from tests.protocol_text import two_cells
 from tests.store_runs import make_store, run_protocol
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,7 @@ from rig.store import (
     send_command,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CELL1 = CellSpec(1, "NaNa-01", "symmetric", 1.13, "1 M NaPF6 in diglyme", 2.5, "first")
 CELL2 = CellSpec(2, "NaCu-02", "na_cu", 1.13, "1 M NaPF6 in EC:DEC")
 

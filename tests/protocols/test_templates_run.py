@@ -19,7 +19,7 @@ from rig.engine.run import execute
 from rig.sim.station import simulated_station
 from rig.store import RunWriter, get_channels, get_steps, open_reader
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_example(name: str, tmp_path: Path) -> tuple[int, dict]:

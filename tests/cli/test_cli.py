@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.protocol_text import two_cells
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 SMALL = two_cells("cli test")
 

@@ -25,7 +25,7 @@ from rig.export.command import export_run
 from rig.store import get_channels, get_eis, get_samples, get_sensors, open_reader, resolve_run
 from tests.store_runs import make_store
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # The Battery Data Format's names (domain.md): required, recommended, optional
 BDF_REQUIRED = ["Test Time / s", "Voltage / V", "Current / A"]
 BDF_KNOWN = BDF_REQUIRED + [

@@ -19,7 +19,7 @@ from tests.faults_helpers import rig_cmd, wait_for
 from rig.station import InstrumentInUse, lock_station, parse_station
 from rig.station.lock import LOCK_DIR_ENV, claims_of, lock_dir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 STATION = """\
 name = "bench"

@@ -31,7 +31,7 @@ from rig.station import (
     parse_station,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 GOOD = """\
 name = "glovebox-1"

@@ -19,7 +19,7 @@ from rig.store import get_channels, get_events, get_steps, open_reader
 from tests.faults_helpers import rig_cmd, wait_for
 from tests.protocol_text import GLYME, two_cells
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 def control_protocol(cycles: int, q: str) -> str:
     return two_cells("control test", q=q, cycles=cycles,
