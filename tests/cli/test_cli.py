@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.protocol_text import two_cells
+from tests.support.protocol_text import two_cells
 
 ROOT = Path(__file__).resolve().parents[2]
 

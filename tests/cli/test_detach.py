@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.faults_helpers import ROOT, count, query, rig, wait_for
-from tests.protocol_text import GLYME, two_cells
+from tests.support.protocol_text import GLYME, two_cells
+from tests.support.rig_process import ROOT, count, query, rig, wait_for
 
 
 def test_a_detached_run_survives_its_parents_sighup_and_completes(tmp_path):

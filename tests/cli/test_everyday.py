@@ -14,7 +14,7 @@ from protocols import load_protocol
 from protocols.summary import plan_totals
 from rig import __version__
 from rig.console import RunConsole
-from tests.protocol_text import two_cells
+from tests.support.protocol_text import two_cells
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,8 +16,8 @@ import pytest
 
 from rig.analysis.cycles import per_cycle
 from rig.store import get_channels, get_events, get_steps, open_reader
-from tests.faults_helpers import rig_cmd, wait_for
-from tests.protocol_text import GLYME, two_cells
+from tests.support.protocol_text import GLYME, two_cells
+from tests.support.rig_process import rig_cmd, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,8 +15,8 @@ import pytest
 from rig.analysis.cycles import per_cycle
 from rig.lifecycle import EXIT_INTERRUPTED
 from rig.store import get_events, get_steps, open_reader
-from tests.faults_helpers import ROOT, count, query, rig, rig_cmd, stop, wait_for
-from tests.protocol_text import GLYME, two_cells
+from tests.support.protocol_text import GLYME, two_cells
+from tests.support.rig_process import ROOT, count, query, rig, rig_cmd, stop, wait_for
 
 
 def _protocol(tmp_path: Path, cycles: int, q: str) -> Path:

@@ -8,8 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.faults_helpers import ROOT, count, query, rig, rig_cmd, stop, wait_for
-from tests.protocol_text import GLYME, two_cells
+from tests.support.protocol_text import GLYME, two_cells
+from tests.support.rig_process import ROOT, count, query, rig, rig_cmd, stop, wait_for
 
 
 def _start(tmp_path: Path, cycles: int) -> tuple[subprocess.Popen, Path]:

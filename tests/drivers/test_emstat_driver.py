@@ -1,7 +1,7 @@
 """The EmStat4 driver against transcripts: the exact bytes it sends, what it makes of each reply.
 
-Every test runs the real driver on a real pseudo-terminal (tests/replay.py); the transcript is
-checked at teardown, so a driver that sends one byte more or less fails the test.
+Every test runs the real driver on a real pseudo-terminal (tests/support/pty_replay.py); the
+transcript is checked at teardown, so a driver that sends one byte more or less fails the test.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from drivers.base import (
 )
 from drivers.emstat import DeviceError, EmStat4, NotAnEmStat4
 from drivers.methodscript import STATUS_OVERLOAD, format_package
-from tests.replay import GARBAGE, HANG_UP, SILENCE, Pause, ReplayDevice
+from tests.support.pty_replay import GARBAGE, HANG_UP, SILENCE, Pause, ReplayDevice
 
 VERSION_REPLY = b"tes4_lr#Jan 10 2025 11:24:06\nR1.6.2*\n"
 

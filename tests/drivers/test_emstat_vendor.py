@@ -40,7 +40,7 @@ from rig.clock import VirtualClock
 from rig.sim.cell import PRESETS, NaCell
 from rig.sim.emstat import FaultProfile, SimulatedEmStat4
 from rig.sim.mscript import ScriptError, compile_script
-from tests.replay import SILENCE, ReplayDevice
+from tests.support.pty_replay import SILENCE, ReplayDevice
 
 # ---- a strict decoder from the documented package rules (independent of drivers/) -------------
 PREFIX = {"a": 1e-18, "f": 1e-15, "p": 1e-12, "n": 1e-9, "u": 1e-6, "m": 1e-3, " ": 1.0,

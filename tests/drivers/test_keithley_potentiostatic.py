@@ -22,7 +22,7 @@ from rig.sim.keithley import SimulatedKeithley2450
 from rig.sim.station import simulated_station
 from rig.store import RunWriter, get_samples, get_steps, open_reader
 from rig.validate import check_ranges
-from tests.scpi_replay import ScpiReplay
+from tests.support.scpi_replay import ScpiReplay
 
 READ_2450 = ':READ? "defbuffer1", READ, SOUR, SOURSTAT'
 NO_ERROR = '0,"No error"'

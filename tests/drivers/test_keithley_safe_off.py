@@ -15,7 +15,7 @@ from drivers.keithley2450 import Keithley2450
 from rig.clock import VirtualClock
 from rig.sim.cell import PRESETS, NaCell
 from rig.sim.keithley import FaultProfile, SimulatedKeithley2450
-from tests.scpi_replay import HANG_UP, ScpiReplay
+from tests.support.scpi_replay import HANG_UP, ScpiReplay
 
 
 @pytest.fixture

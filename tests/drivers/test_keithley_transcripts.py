@@ -2,7 +2,7 @@
 
 Each test is a transcript in the style of pymeasure's ``expected_protocol``: (command, reply)
 pairs written from the Keithley 2450 reference manual (2450-901-01) and the 2400 Series user's
-manual (2400S-900-01), replayed over a real TCP socket by ``tests/scpi_replay.py``. The replies
+manual (2400S-900-01), replayed over a real TCP socket by ``support/scpi_replay.py``. The replies
 are what those instruments send: real ``*IDN?`` strings, NR3 numbers (the 2400 signs them),
 ``:SYST:ERR?`` entries such as ``-113,"Undefined header"``, the 2450's ``READ, SOUR, SOURSTAT``
 reading (SOURSTAT bit 5 = 32: the source was limited; bit 7 = 128: output on) and the 2400's
@@ -22,7 +22,7 @@ from drivers.keithley2450 import Keithley2450, parse_error
 from rig.clock import VirtualClock
 from rig.sim.cell import PRESETS, NaCell
 from rig.sim.keithley import SimulatedKeithley2450
-from tests.scpi_replay import ScpiReplay
+from tests.support.scpi_replay import ScpiReplay
 
 IDN_2450 = "KEITHLEY INSTRUMENTS,MODEL 2450,04365704,1.6.4c"
 IDN_2400 = "KEITHLEY INSTRUMENTS INC.,MODEL 2400,1207317,C30   Mar 17 2006 09:29:29/A02  /K/J"

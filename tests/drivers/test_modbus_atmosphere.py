@@ -43,7 +43,7 @@ from rig.sim.glovebox import (
     ModbusFaultProfile,
     SimulatedModbusSensor,
 )
-from tests.replay import SILENCE, ReplayDevice
+from tests.support.pty_replay import SILENCE, ReplayDevice
 
 DATATYPE = ModbusTcpClient.DATATYPE
 FLOAT32_REL = 2.0**-23  # float32 relative resolution

@@ -10,7 +10,7 @@ from protocols import parse_protocol
 from rig.clock import VirtualClock
 from rig.sim.emstat import eis_frequencies, eis_schedule
 from rig.sim.station import simulated_station
-from tests.protocol_text import GLYME, two_cells
+from tests.support.protocol_text import GLYME, two_cells
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from protocols import parse_protocol
 from rig.tui import MonitorApp
 from rig.tui.widgets import ChannelTable
 from rig.validate import check_ranges
-from tests.test_monitor_support import table_text, wait_until
+from tests.support.monitor import table_text, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 

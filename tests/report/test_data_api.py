@@ -17,8 +17,8 @@ import pytest
 import rig.data
 from rig.data import SAMPLE_COLUMNS, open_store
 from rig.store import AmbiguousRun, RunNotFound, get_samples, open_reader
-from tests.protocol_text import two_cells
-from tests.store_runs import make_store, run_protocol
+from tests.support.protocol_text import two_cells
+from tests.support.store_runs import make_store, run_protocol
 
 ROOT = Path(__file__).resolve().parents[2]
 

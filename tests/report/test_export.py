@@ -23,7 +23,7 @@ from rig.data import open_store
 from rig.export.bdf import COLUMNS, REQUIRED
 from rig.export.command import export_run
 from rig.store import get_channels, get_eis, get_samples, get_sensors, open_reader, resolve_run
-from tests.store_runs import make_store
+from tests.support.store_runs import make_store
 
 ROOT = Path(__file__).resolve().parents[2]
 # The Battery Data Format's names (domain.md): required, recommended, optional

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults_helpers import rig_cmd, wait_for
+from tests.support.rig_process import rig_cmd, wait_for
 from rig.station import InstrumentInUse, lock_station, parse_station
 from rig.station.lock import LOCK_DIR_ENV, claims_of, lock_dir
 

@@ -14,7 +14,8 @@ import pytest
 
 from protocols.plan import CellSpec
 from rig.store import RunWriter, WriterError
-from tests.faults_helpers import (
+from tests.support.protocol_text import GLYME, two_cells
+from tests.support.rig_process import (
     ROOT,
     assert_no_traceback,
     count,
@@ -27,7 +28,6 @@ from tests.faults_helpers import (
     tiny_fs,
     wait_for,
 )
-from tests.protocol_text import GLYME, two_cells
 
 CELL = CellSpec(0, "G1", "symmetric", 1.13, GLYME)
 

@@ -12,7 +12,7 @@ import pytest
 from rig.data import open_store
 from rig.store import open_db, open_reader
 from rig.store.frames import schema_columns
-from tests.store_runs import make_store
+from tests.support.store_runs import make_store
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "store.md").read_text(encoding="utf-8")
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from rig.store import BadStore, open_db, open_reader
-from tests.faults_helpers import assert_no_traceback, rig
-from tests.protocol_text import two_cells
+from tests.support.protocol_text import two_cells
+from tests.support.rig_process import assert_no_traceback, rig
 
 
 @pytest.fixture

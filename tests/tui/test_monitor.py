@@ -12,7 +12,7 @@ import pytest
 
 from rig.tui import MonitorApp
 from rig.tui.widgets import ChannelTable, ConfirmScreen, EventLog, StatusLine
-from tests.test_monitor_support import (
+from tests.support.monitor import (
     ROOT,
     SIZE,
     query,

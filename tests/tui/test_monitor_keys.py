@@ -25,7 +25,7 @@ from rig.tui.widgets import (
     StationPanel,
     sparkline,
 )
-from tests.test_monitor_support import (
+from tests.support.monitor import (
     HOLD_MESSAGE,
     SIZE,
     T0,

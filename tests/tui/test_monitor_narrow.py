@@ -12,7 +12,7 @@ from rig.tui import MonitorApp
 from rig.tui.data import COMPACT_COLUMNS, NOT_MEANINGFUL
 from rig.tui.demo import DEMO_PROTOCOL, screen_text, simulate_run
 from rig.tui.widgets import ChannelTable, StationPanel
-from tests.test_monitor_support import wait_until
+from tests.support.monitor import wait_until
 
 
 @pytest.fixture(scope="module")

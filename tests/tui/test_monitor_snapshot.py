@@ -20,7 +20,7 @@ from rig.tui import MonitorApp
 from rig.tui.app import POLL_S
 from rig.tui.demo import DEMO_PROTOCOL, DEMO_RUN_ID, screen_text, simulate_run
 from rig.tui.widgets import ChannelTable
-from tests.test_monitor_support import SIZE, held_store, normalized, wait_until
+from tests.support.monitor import SIZE, held_store, normalized, wait_until
 
 SNAPSHOTS = Path(__file__).parent / "test_monitor_snapshots"
 UPDATE = os.environ.get("NARIG_UPDATE_SNAPSHOTS") == "1"

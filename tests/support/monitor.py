@@ -1,4 +1,5 @@
-"""Helpers shared by the monitor's tests (test_monitor*.py): stores, waiting, screen text."""
+"""Helpers shared by the monitor's tests (tests/tui/, tests/protocols/test_validation_bounds.py):
+stores, waiting, screen text."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from protocols.plan import CellSpec
 from rig.store import RunWriter
 from rig.tui import MonitorApp
 from rig.tui.widgets import ChannelTable, EventLog
-from tests.protocol_text import two_cells
+from tests.support.protocol_text import two_cells
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SIZE = (140, 40)
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 

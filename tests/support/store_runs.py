@@ -10,7 +10,7 @@ from rig.clock import VirtualClock
 from rig.engine.run import execute
 from rig.sim.station import simulated_station
 from rig.store import RunWriter
-from tests.protocol_text import two_cells
+from tests.support.protocol_text import two_cells
 
 OCV = """
 kind = "ocv_impedance"
