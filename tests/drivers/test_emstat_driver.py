@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -21,6 +20,7 @@ from drivers.base import (
 )
 from drivers.emstat import DeviceError, EmStat4, NotAnEmStat4
 from drivers.methodscript import STATUS_OVERLOAD, format_package
+from tests.support.emstat_replay import Make
 from tests.support.pty_replay import GARBAGE, HANG_UP, SILENCE, Pause, ReplayDevice
 
 VERSION_REPLY = b"tes4_lr#Jan 10 2025 11:24:06\nR1.6.2*\n"
@@ -69,31 +69,6 @@ def cp_package(t: float, e: float = 0.0213, i: float = 1.13e-3, status: int = 0)
 
 def start_cp(es: EmStat4) -> None:
     es.start_current(1.13e-3, interval_s=1.0, duration_s=3.0, e_min_V=-0.5, e_max_V=0.5)
-
-
-Make = Callable[..., tuple[EmStat4, ReplayDevice]]
-
-
-@pytest.fixture
-def replay() -> Iterator[Make]:
-    """make(transcript, **driver options) -> (driver, device); the transcript is checked after."""
-    made: list[tuple[EmStat4, ReplayDevice]] = []
-
-    def make(transcript: list, **options: float) -> tuple[EmStat4, ReplayDevice]:
-        device = ReplayDevice(transcript)
-        options.setdefault("timeout_s", 0.5)
-        options.setdefault("retries", 0)
-        driver = EmStat4(device.port, **options)
-        made.append((driver, device))
-        return driver, device
-
-    yield make
-    for driver, device in made:
-        try:
-            device.check()
-        finally:
-            device.close()
-            driver.close()  # output off fails on the closed pty: close() must not raise
 
 
 # ---- queries -----------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from rig.clock import VirtualClock
 from rig.sim.cell import PRESETS, NaCell
 from rig.sim.emstat import FaultProfile, SimulatedEmStat4
 from rig.sim.mscript import ScriptError, compile_script
-from tests.support.pty_replay import SILENCE, ReplayDevice
+from tests.support.pty_replay import SILENCE
 
 # ---- a strict decoder from the documented package rules (independent of drivers/) -------------
 PREFIX = {"a": 1e-18, "f": 1e-15, "p": 1e-12, "n": 1e-9, "u": 1e-6, "m": 1e-3, " ": 1.0,
@@ -370,27 +370,6 @@ def test_a_variable_argument_out_of_range_is_a_runtime_error_that_ends_the_scrip
 # ---- transcripts: the vendor's bytes, replayed ------------------------------------------------
 ACCEPT_CA = b"e\nM0007\n"
 END = b"*\n\n"
-
-
-@pytest.fixture
-def replay():
-    made = []
-
-    def make(transcript, **options):
-        device = ReplayDevice(transcript)
-        options.setdefault("timeout_s", 0.5)
-        options.setdefault("retries", 0)
-        driver = EmStat4(device.port, **options)
-        made.append((driver, device))
-        return driver, device
-
-    yield make
-    for driver, device in made:
-        try:
-            device.check()
-        finally:
-            device.close()
-            driver.close()
 
 
 def ca_bytes(potential_V: float = -0.5) -> bytes:
