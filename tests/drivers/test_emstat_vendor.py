@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
 from collections.abc import Iterator
@@ -567,45 +566,18 @@ def test_a_driver_at_a_20_percent_lost_reply_rate_still_starts_every_step() -> N
 
 def test_a_run_at_a_1_percent_fault_rate_completes_on_every_channel_with_the_faults_counted(
         tmp_path) -> None:
-    from protocols.plan import (
-        CellSpec,
-        ChannelPlan,
-        ConstantCurrent,
-        EndCondition,
-        Loop,
-        Plan,
-        RecordRule,
-        Safety,
-    )
-    from rig.engine.run import execute
-    from rig.sim.station import simulated_station
-    from rig.store import RunWriter, get_events, open_reader
+    from rig.store import get_events
+    from tests.support.station_runs import cycling_plan, run, station_for
 
-    q = 3.6 * 1.13 / 4
-    half = (ConstantCurrent(-1.13e-3, (EndCondition("charge", q),), RecordRule(every_s=10.0),
-                            "plate", "plate"),
-            ConstantCurrent(1.13e-3, (EndCondition("charge", q),), RecordRule(every_s=10.0),
-                            "strip", "strip"))
-    cells = [CellSpec(k, f"G{k}", "symmetric", 1.13, "1 M NaPF6 in diglyme") for k in range(3)]
-    plan = Plan("sequence", "1 % faults", Safety(-1, 1, 0.01),
-                tuple(ChannelPlan(c, (Loop(3, half, counts_cycles=True),)) for c in cells),
-                total_cycles=3)
-    clock = VirtualClock()
+    plan = cycling_plan(3, cell_ids=("G0", "G1", "G2"), charge_C=3.6 * 1.13 / 4)
     fault = {f"es4-ch{k}": FaultProfile(no_reply=0.01, garbled_line=0.01,
                                         truncated_package=0.01, seed=10 + k) for k in range(3)}
-    station = simulated_station(plan, clock, seed=2, faults=fault)
+    station = station_for(plan, faults=fault)
     sims = list(station.simulators)
-    writer = RunWriter(tmp_path / "s.db")
-    try:
-        result = asyncio.run(execute(plan, station=station, clock=clock, writer=writer,
-                                     protocol_text="", protocol_path="test", sensor_floor_s=0))
-    finally:
-        station.close()
-        writer.close()
+    result, conn = run(plan, tmp_path / "s.db", station)
     assert result.reasons == {0: "completed", 1: "completed", 2: "completed"}
     injected = [s.faults_injected for s in sims if hasattr(s, "faults_injected")]
     assert sum(f["garbled_line"] + f["truncated_package"] for f in injected) > 20
-    conn = open_reader(tmp_path / "s.db")
     logged = sum(1 for k in range(3) for e in get_events(conn, result.run_key, k)
                  if e["kind"] == "garbled_package")
     assert logged > 20   # every skipped package and garbled line is in the log

@@ -8,7 +8,7 @@ import re
 
 from rig.engine.run import execute
 from rig.store import RunWriter, get_events, open_reader
-from tests.station.test_station_run import cycling_plan, station_for
+from tests.support.station_runs import cycling_plan, station_for
 
 
 def _counted(events: list[dict], sensor: str, attempts_per_poll: int) -> int:

@@ -4,60 +4,14 @@ Everything through the production drivers (MethodSCRIPT on ptys, Modbus TCP, KEL
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
-
 import pytest
 
-from protocols.plan import (
-    CellSpec,
-    ChannelPlan,
-    ConstantCurrent,
-    EndCondition,
-    Loop,
-    Plan,
-    RecordRule,
-    Safety,
-)
+from protocols.plan import CellSpec, ChannelPlan, Plan, Safety
 from rig.clock import VirtualClock
-from rig.engine.run import execute
 from rig.sim.glovebox import Breach, Dropout
-from rig.sim.station import open_simulated, simulated_station
-from rig.store import RunWriter, get_events, get_samples, get_sensors, get_steps, open_reader
-
-AREA = 1.13
-Q1 = 3.6 * AREA
-REC = RecordRule(every_s=10.0)
-
-
-def cycling_plan(cycles: int, electrolyte: str = "1 M NaPF6 in diglyme",
-                 headspace_mL: float | None = None) -> Plan:
-    steps = (Loop(cycles, (
-        ConstantCurrent(-1.13e-3, (EndCondition("charge", Q1),), REC, "plate", "plate"),
-        ConstantCurrent(1.13e-3, (EndCondition("charge", Q1),), REC, "strip", "strip"),
-    ), counts_cycles=True),)
-    cell = CellSpec(0, "G1", "symmetric", AREA, electrolyte, headspace_mL)
-    return Plan("sequence", "station run", Safety(-1, 1, 0.01), (ChannelPlan(cell, steps),),
-                total_cycles=cycles)
-
-
-def run(plan: Plan, db: Path, station):
-    clock = station._clock
-    writer = RunWriter(db)
-    try:
-        result = asyncio.run(execute(plan, station=station, clock=clock, writer=writer,
-                                     protocol_text="", protocol_path="test", sensor_floor_s=0))
-    finally:
-        station.close()
-        writer.close()
-    return result, open_reader(db)
-
-
-def station_for(plan: Plan, **kw):
-    clock = VirtualClock()
-    station = simulated_station(plan, clock, seed=2, **kw)
-    station._clock = clock
-    return station
+from rig.sim.station import open_simulated
+from rig.store import get_events, get_samples, get_sensors, get_steps
+from tests.support.station_runs import AREA, Q1, cycling_plan, run, station_for
 
 
 def kinds(conn, key) -> list[str]:
