@@ -16,24 +16,9 @@ import pytest
 
 from rig.analysis.cycles import per_cycle
 from rig.store import get_channels, get_events, get_steps, open_reader
-from tests.support.protocol_text import GLYME, two_cells
-from tests.support.rig_process import rig_cmd, wait_for
+from tests.support.rig_process import control_protocol, rig_cmd, start_run, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-
-def control_protocol(cycles: int, q: str) -> str:
-    return two_cells("control test", q=q, cycles=cycles,
-                     cells=(("G1", GLYME), ("G2", GLYME)))
-
-
-def start_run(tmp_path: Path, cycles: int, q: str = "1 mAh/cm^2") -> tuple[subprocess.Popen, Path]:
-    protocol = tmp_path / "p.toml"
-    protocol.write_text(control_protocol(cycles, q))
-    db = tmp_path / "store.db"
-    proc = subprocess.Popen(rig_cmd("run", str(protocol), "--db", str(db)), cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return proc, db
-
 
 def query(db: Path, sql: str, *params):
     if not db.exists():

@@ -13,8 +13,8 @@ from rig.clock import VirtualClock
 from rig.engine.run import execute
 from rig.sim.station import simulated_station
 from rig.store import RunWriter, get_steps, open_reader
-from tests.cli.test_run_control import ROOT, query, rig_cmd, start_run, wait_for
 from tests.support.protocol_text import GLYME, two_cells
+from tests.support.rig_process import ROOT, query, rig_cmd, start_run, wait_for
 
 
 def test_a_keithley_channel_that_completes_is_left_with_its_output_off(tmp_path: Path) -> None:

@@ -19,15 +19,13 @@ from tests.support.rig_process import (
     ROOT,
     assert_no_traceback,
     count,
-    fill,
     query,
-    remount,
     rig,
     rig_cmd,
     stop,
-    tiny_fs,
     wait_for,
 )
+from tests.support.tiny_fs import fill, remount, tiny_fs
 
 CELL = CellSpec(0, "G1", "symmetric", 1.13, GLYME)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-import sys
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from rig.store import RunWriter
 from rig.tui import MonitorApp
 from rig.tui.widgets import ChannelTable, EventLog
 from tests.support.protocol_text import two_cells
+from tests.support.rig_process import rig_cmd
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZE = (140, 40)
@@ -35,10 +35,6 @@ STATION = {
 }
 HOLD_MESSAGE = ("atmosphere interlock: O2 5.00 ppm above 1 ppm for 30 s; holding every channel "
                 "at open circuit")
-
-
-def rig_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "rig.cli", *args]
 
 
 def write_protocol(tmp: Path, cycles: int, q: str = "0.5 mAh/cm^2") -> Path:

@@ -1,5 +1,5 @@
-"""Shared plumbing of the lifecycle tests: `rig` in a subprocess, polling the store, a tiny
-real filesystem (tmpfs) to fill up or turn read-only."""
+"""Shared plumbing of the lifecycle tests: `rig` in a subprocess (as a user starts it), polling
+its store from outside, stopping it."""
 
 from __future__ import annotations
 
@@ -8,11 +8,9 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
+from tests.support.protocol_text import GLYME, two_cells
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,6 +22,22 @@ def rig_cmd(*args: str) -> list[str]:
 def rig(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(rig_cmd(*args), cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, **kw)
+
+
+def control_protocol(cycles: int, q: str) -> str:
+    return two_cells("control test", q=q, cycles=cycles,
+                     cells=(("G1", GLYME), ("G2", GLYME)))
+
+
+def start_run(tmp_path: Path, cycles: int, q: str = "1 mAh/cm^2"
+              ) -> tuple[subprocess.Popen, Path]:
+    """`rig run` of two glyme cells in the background; (the process, its store)."""
+    protocol = tmp_path / "p.toml"
+    protocol.write_text(control_protocol(cycles, q))
+    db = tmp_path / "store.db"
+    proc = subprocess.Popen(rig_cmd("run", str(protocol), "--db", str(db)), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, db
 
 
 def wait_for(predicate, timeout: float = 60.0, every: float = 0.05):
@@ -54,44 +68,6 @@ def query(db: Path, sql: str, *params):
 def count(db: Path, sql: str, *params) -> int:
     rows = query(db, sql, *params)
     return rows[0][0] if rows and rows[0][0] is not None else 0
-
-
-@contextmanager
-def tiny_fs(where: Path, size: str = "3m") -> Iterator[Path]:
-    """A real tmpfs of ``size`` at ``where`` (root only; skipped with the reason otherwise)."""
-    where.mkdir(parents=True, exist_ok=True)
-    out = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {out.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], capture_output=True)
-
-
-def remount(where: Path, mode: str) -> None:
-    subprocess.run(["mount", "-o", f"remount,{mode}", str(where)], check=True)
-
-
-def fill(where: Path) -> Path:
-    """Fill the filesystem at ``where`` to the last byte; the filler file."""
-    filler = where / "filler"
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
-    try:
-        with open(filler, "ab") as f:
-            while True:
-                f.write(b"\0" * 512)
-                f.flush()
-    except OSError:
-        pass
-    return filler
 
 
 def assert_no_traceback(out: subprocess.CompletedProcess) -> None:
