@@ -74,7 +74,7 @@ def test_links_in_the_docs_point_at_files_in_the_repository(md):
 def test_protocols_doc_says_an_unexpected_named_end_is_an_early_end():
     """docs/protocols.md once promised that every `end:<name>` completes the run (exit 0); the
     engine ends such a run early unless `expected_ends` lists the name
-    (tests/test_engine_steps.py::test_a_time_end_takes_its_then_and_an_unexpected_named_end_is_an_early_end)."""
+    (tests/engine/test_engine_steps.py::test_a_time_end_takes_its_then_and_an_unexpected_named_end_is_an_early_end)."""
     text = (ROOT / "docs" / "protocols.md").read_text(encoding="utf-8")
     assert "even if `<name>` is not in `expected_ends`" not in text
     assert "`ended_early` (exit 1)" in text

@@ -370,7 +370,7 @@ def test_open_circuit_sources_zero_amps_with_compliance_armed(sim2450, clock, rm
 
 
 def test_no_impedance(sim2450, clock, rm):
-    # potentiostatic steps now run: tests/test_keithley_potentiostatic.py
+    # potentiostatic steps now run: tests/drivers/test_keithley_potentiostatic.py
     smu = driver(sim2450, clock, rm)
     with pytest.raises(InstrumentProtocolError, match="no impedance"):
         smu.eis([1e3, 1.0], 0.01)

@@ -4,7 +4,7 @@ The finished run is made deterministic (simulated station, seed 0, a virtual clo
 start, a fixed run id); what still differs between machines (the engine's pid and host) is
 normalized. After an intended change of the screen, regenerate the files and review the diff:
 
-    NARIG_UPDATE_SNAPSHOTS=1 python -m pytest tests/test_monitor_snapshot.py
+    NARIG_UPDATE_SNAPSHOTS=1 python -m pytest tests/tui/test_monitor_snapshot.py
 """
 
 from __future__ import annotations
