@@ -10,7 +10,7 @@ plus what was left on the collector).
     python benchmarks/template_grid.py            # the dense grid, a table of end reasons
     python benchmarks/template_grid.py --sparse   # the corners and centre the tests run
 
-``tests/test_template_grid.py`` runs the sparse grid.
+``tests/protocols/test_template_grid.py`` runs the sparse grid.
 """
 
 from __future__ import annotations
