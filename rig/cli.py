@@ -255,16 +255,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             protocol_text=loaded.text, protocol_path=str(loaded.path), progress=progress,
             run_id=run_id))
 
+    from rig import stop_signals
     from rig.steering import close_quietly_after
 
     result = None
-    try:
-        if _monitor_wanted(args):
-            from rig.tui.live import run_with_monitor
+    try:  # a stop signal from here on ends the run 'interrupted', with or without the monitor
+        with stop_signals.catching():
+            if _monitor_wanted(args):
+                from rig.tui.live import run_with_monitor
 
-            result = run_with_monitor(db, engine, console)
-        else:
-            result = engine(console)
+                result = run_with_monitor(db, engine, console)
+            else:
+                result = engine(console)
     finally:
         station.close()
         close_quietly_after(writer, failed=result is not None and result.status == "failed")

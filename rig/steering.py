@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rig import stop_signals
 from rig.lifecycle import (
     EXIT_BAD_INPUT,
     EXIT_FAULT,
@@ -206,7 +207,7 @@ def take_over_run(db: Path, run: dict[str, Any], station_file: str | None,
     writer = RunWriter(db)
     result = None
     try:
-        with open_reader(db) as conn:
+        with stop_signals.catching(), open_reader(db) as conn:
             result = asyncio.run(take_over(run, conn, station=station, clock=clock,
                                            writer=writer, progress=console))
     finally:

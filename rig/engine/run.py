@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocols.plan import Plan
-from rig import __version__
+from rig import __version__, stop_signals
 from rig.lifecycle import (
     EXIT_EARLY,
     EXIT_FAULT,
@@ -74,9 +74,6 @@ class Stop:
     kind: str     # "signal" | "store" | "task"
     detail: str
     signal_name: str | None = None
-
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 
 VIRTUAL_SENSOR_FLOOR_S = 600.0
@@ -148,9 +145,17 @@ async def drive(ctx: RunContext, runners: list[ChannelRunner], plan: Plan,
         with contextlib.suppress(RuntimeError):  # the loop is already closed
             loop.call_soon_threadsafe(stop_with, Stop("store", f"the store failed: {err}"))
 
+    def signalled(sig: signal.Signals) -> None:  # in the main thread's signal handler
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            loop.call_soon_threadsafe(stop_with, Stop("signal", f"{sig.name} received",
+                                                      sig.name))
+
     unsubscribe = writer.on_failure(store_failed)
-    handled = _catch_signals(loop, lambda sig: stop_with(
-        Stop("signal", f"{sig.name} received", sig.name)))
+    # caught here when the engine has the main thread; an engine in a thread (under the
+    # monitor) is told by the main thread's catching (rig.tui.live)
+    catching = contextlib.ExitStack()
+    catching.enter_context(stop_signals.catching())
+    catching.callback(stop_signals.subscribe(signalled))
 
     def supervise(name: str, task: asyncio.Task) -> asyncio.Task:
         def done(t: asyncio.Task) -> None:
@@ -198,7 +203,7 @@ async def drive(ctx: RunContext, runners: list[ChannelRunner], plan: Plan,
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         unsubscribe()
-        _release_signals(loop, handled)
+        catching.close()
     reasons = dict(already or {})
     reasons.update({r.channel: t.result() for r, t in zip(runners, tasks)})
     reasons = dict(sorted(reasons.items()))
@@ -215,25 +220,6 @@ async def drive(ctx: RunContext, runners: list[ChannelRunner], plan: Plan,
     writer.event(run_key, None, clock.now(), "info", "run_end", f"run {ctx.run_id} {status}")
     writer.flush()
     return RunResult(ctx.run_id, run_key, status, reasons)
-
-
-def _catch_signals(loop: asyncio.AbstractEventLoop, on_signal: Any) -> list[signal.Signals]:
-    """Turn SIGTERM/SIGHUP/SIGINT into a clean stop (only the main thread can; an engine in a
-    thread, under the monitor, is stopped by the monitor)."""
-    handled = []
-    for sig in STOP_SIGNALS:
-        try:
-            loop.add_signal_handler(sig, on_signal, sig)
-        except (ValueError, RuntimeError, NotImplementedError):
-            continue
-        handled.append(sig)
-    return handled
-
-
-def _release_signals(loop: asyncio.AbstractEventLoop, handled: list[signal.Signals]) -> None:
-    for sig in handled:
-        with contextlib.suppress(Exception):
-            loop.remove_signal_handler(sig)
 
 
 async def _stop_run(ctx: RunContext, runners: list[ChannelRunner], tasks: list[asyncio.Task],
