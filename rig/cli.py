@@ -270,12 +270,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         station.close()
         close_quietly_after(writer, failed=result is not None and result.status == "failed")
-    console.finish(result.run_id, result.status, result.reasons, time.monotonic() - wall0,
-                   clock.now() - sim0)
-    if result.message:
-        print(f"rig: {result.message}", file=sys.stderr)
-    print(f"stored in {db}; see it with: rig show {result.run_id}"
-          + (f" --db {args.db}" if args.db else ""))
+    with stop_signals.hung_up_terminal_ignored():
+        console.finish(result.run_id, result.status, result.reasons,
+                       time.monotonic() - wall0, clock.now() - sim0)
+        if result.message:
+            print(f"rig: {result.message}", file=sys.stderr)
+        print(f"stored in {db}; see it with: rig show {result.run_id}"
+              + (f" --db {args.db}" if args.db else ""), flush=True)
     return result.exit_code
 
 

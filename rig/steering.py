@@ -213,9 +213,11 @@ def take_over_run(db: Path, run: dict[str, Any], station_file: str | None,
     finally:
         station.close()
         close_quietly_after(writer, failed=result is not None and result.status == "failed")
-    console.finish(result.run_id, result.status, result.reasons, 0.0, 0.0)
-    if result.message and result.status != "completed":
-        print(f"rig: {result.message}", file=sys.stderr)
+    with stop_signals.hung_up_terminal_ignored():
+        console.finish(result.run_id, result.status, result.reasons, 0.0, 0.0)
+        if result.message and result.status != "completed":
+            print(f"rig: {result.message}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
     return result.exit_code
 
 

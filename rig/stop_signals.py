@@ -21,6 +21,8 @@ subscriber as it joins, so it is never lost.
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -78,6 +80,23 @@ def subscribe(callback: Subscriber) -> Callable[[], None]:
         with _lock, contextlib.suppress(ValueError):
             _subscribers.remove(callback)
     return unsubscribe
+
+
+@contextlib.contextmanager
+def hung_up_terminal_ignored() -> Iterator[None]:
+    """Around what a command says at a run's end, on a terminal that may be gone (SIGHUP: the
+    ssh link dropped, the tmux window closed): writing there fails with EIO. The run's end is
+    stored and its exit code stands, so the words are dropped (stdout and stderr pointed at
+    /dev/null) instead of becoming a traceback nobody sees and exit 1."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.EIO:
+            raise
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            with contextlib.suppress(OSError):
+                os.dup2(devnull, fd)
 
 
 def active() -> bool:

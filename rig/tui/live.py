@@ -11,6 +11,7 @@ SIGHUP, SIGINT — Ctrl-C in the monitor or after it) end the run as they end a 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -94,6 +95,8 @@ def run_with_monitor(db: str | os.PathLike, engine: Callable[[Relay], R], consol
         if relay.run_id is not None and stop_signals.received() is None:
             try:
                 (monitor or _show_monitor)(Path(db), relay.run_id)
+            except KeyboardInterrupt:  # Ctrl-C however it reached the monitor: SIGINT
+                signal.raise_signal(signal.SIGINT)
             except Exception as exc:  # noqa: BLE001 -- the run matters more than its display
                 _say(f"rig: the monitor failed ({type(exc).__name__}: {exc}); the run goes on")
         sig = stop_signals.received()
