@@ -129,6 +129,8 @@ def _parser() -> argparse.ArgumentParser:
 
     from rig.library_cli import add_parser as add_protocols_parser
     add_protocols_parser(sub)
+    from rig.service import add_parser as add_service_parser
+    add_service_parser(sub)
 
     show = sub.add_parser("show", help="a run's status, end reasons and per-cycle table")
     show.add_argument("run", help="run id, a unique prefix of one, or 'latest'")

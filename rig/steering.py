@@ -143,7 +143,10 @@ def abort_dead_run(db: Path, run: dict[str, Any], channel: int | None,
 
 def resume_all(db: Path, station_file: str | None, clock: str | None) -> int:
     """Take over every run of the store left without an engine (of ``station_file`` when
-    given), each in its own `rig resume` process; wait for all, forwarding a stop signal."""
+    given), each in its own `rig resume` process; wait for all, forwarding a stop signal. An
+    engine that dies without cleanup (SIGKILL, a crash) is started again for its run, up to
+    ``RESTARTS_PER_RUN`` times; then it counts as a fault (exit 3), which a service's
+    ``Restart=on-failure`` answers. The exit code is the worst of the runs' (docs/unattended.md)."""
     from rig.store import get_run, list_runs, open_reader
 
     if not db.exists():
@@ -164,29 +167,65 @@ def resume_all(db: Path, station_file: str | None, clock: str | None) -> int:
     if not todo:
         print(f"nothing to resume in {db}")
         return EXIT_OK
-    children = []
-    for run in todo:
+
+    def start(run: dict[str, Any]) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "rig.cli", "resume", run["id"], "--db", str(db)]
         if station_file:
             cmd += ["--station", station_file]
         if clock:
             cmd += ["--clock", clock]
-        print(f"resuming run {run['id']} ({run['name']}, {run['status']})", flush=True)
-        children.append(subprocess.Popen(cmd))
+        return subprocess.Popen(cmd)
+
+    children: dict[str, subprocess.Popen] = {}
+    stopping: list[int] = []
 
     def forward(sig: int, _frame: Any) -> None:
-        for child in children:
+        stopping.append(sig)
+        for child in children.values():
             if child.poll() is None:
                 child.send_signal(sig)
 
     previous = {sig: signal.signal(sig, forward)
                 for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    codes: dict[str, int] = {}
+    restarts = {run["id"]: 0 for run in todo}
     try:
-        codes = [child.wait() for child in children]
+        for run in todo:
+            if stopping:  # stopped while starting: the rest stay as they are, resumable
+                break
+            print(f"resuming run {run['id']} ({run['name']}, {run['status']})", flush=True)
+            children[run["id"]] = start(run)
+        while len(codes) < len(children):
+            for run in todo:
+                rid = run["id"]
+                code = None if rid in codes or rid not in children else children[rid].poll()
+                if code is None:
+                    continue
+                if code < 0 and not stopping and restarts[rid] < RESTARTS_PER_RUN:
+                    # its engine died without cleanup (killed, crashed): the run is still
+                    # 'running' with outputs maybe on; take it over again at once
+                    restarts[rid] += 1
+                    print(f"rig: the engine of run {rid} died ({_death(code)}); resuming it "
+                          f"again ({restarts[rid]} of {RESTARTS_PER_RUN})", flush=True)
+                    children[rid] = start(run)
+                    continue
+                codes[rid] = EXIT_FAULT if code < 0 else code
+            time.sleep(SUPERVISE_EVERY_S)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return max(codes, default=EXIT_OK)
+    return max(codes.values(), default=EXIT_OK)
+
+
+RESTARTS_PER_RUN = 3      # a run whose engine keeps dying is left to the service's Restart=
+SUPERVISE_EVERY_S = 0.5
+
+
+def _death(code: int) -> str:
+    try:
+        return f"killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"
 
 
 def take_over_run(db: Path, run: dict[str, Any], station_file: str | None,
