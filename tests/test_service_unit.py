@@ -158,10 +158,10 @@ def test_resume_all_of_a_station_takes_over_its_crashed_and_interrupted_runs_onl
         return lambda: potentiostats[ch].output_on and count(
             db, "SELECT count(*) FROM steps WHERE run_key = (SELECT max(key) FROM runs)") >= 1
 
-    crashed = start_and_stop(db, [str(one_cell(tmp_path, 0, 4)), *on], signal.SIGKILL,
+    crashed = start_and_stop(db, [str(one_cell(tmp_path, 0, 2)), *on], signal.SIGKILL,
                              driving(0))
     assert potentiostats[0].output_on  # what a crash leaves: nobody switched it off
-    stopped = start_and_stop(db, [str(one_cell(tmp_path, 1, 4)), *on], signal.SIGTERM,
+    stopped = start_and_stop(db, [str(one_cell(tmp_path, 1, 2)), *on], signal.SIGTERM,
                              driving(1))
     elsewhere = start_and_stop(db, [str(one_cell(tmp_path, 0, 200))], signal.SIGKILL,
                                lambda: count(db, "SELECT count(*) FROM samples WHERE run_key ="
@@ -179,7 +179,7 @@ def test_resume_all_of_a_station_takes_over_its_crashed_and_interrupted_runs_onl
     for run in (crashed, stopped):
         cycles = query(db, "SELECT count(*) FROM steps s JOIN runs r ON s.run_key = r.key "
                            "WHERE r.id = ? AND s.label = 'strip'", run)[0][0]
-        assert cycles == 4
+        assert cycles == 2
 
 
 def test_resume_all_starts_an_engine_that_dies_under_it_again(station, tmp_path):
@@ -188,7 +188,7 @@ def test_resume_all_starts_an_engine_that_dies_under_it_again(station, tmp_path)
     file, potentiostats = station
     db = tmp_path / "glovebox-a.db"
     run_id = start_and_stop(
-        db, [str(one_cell(tmp_path, 0, 12)), "--station", str(file), "--clock", f"x{SPEED}"],
+        db, [str(one_cell(tmp_path, 0, 6)), "--station", str(file), "--clock", f"x{SPEED}"],
         signal.SIGKILL, lambda: count(db, "SELECT count(*) FROM steps") >= 1)
     first_pid = query(db, "SELECT pid FROM runs")[0][0]
     service = subprocess.Popen(rig_cmd("resume", "--all", "--station", str(file), "--db",
