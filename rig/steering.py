@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rig import stop_signals
+from rig.events import EventKind
 from rig.lifecycle import (
     EXIT_BAD_INPUT,
     EXIT_FAULT,
@@ -135,7 +136,7 @@ def abort_dead_run(db: Path, run: dict[str, Any], channel: int | None,
             f"{', '.join(map(str, open_channels)) or 'none'} ended 'aborted'")
     with RunWriter(db) as writer:
         writer.record_end(run["key"], "aborted", "aborted with no live engine", ended_at,
-                          "aborted", "alarm" if not_off else "warning", "aborted_dead_run",
+                          "aborted", "alarm" if not_off else "warning", EventKind.ABORTED_DEAD_RUN,
                           text)
     print(text)
     return EXIT_OK if not not_off else EXIT_FAULT
