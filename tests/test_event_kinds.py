@@ -7,9 +7,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import rig
 from rig.events import EventKind
 
-RIG = Path(__file__).resolve().parents[1] / "rig"
+RIG = Path(rig.__file__).resolve().parent  # wherever the tests directory is moved
 # RunWriter.event(run_key, channel, t, level, kind, message) and
 # RunWriter.record_end(run_key, status, end_reason, ended_at, channel_reason, level, kind, message)
 KIND_ARG = {"event": 4, "record_end": 6}
