@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from rig import stop_signals
 from rig.store import RunWriter, open_reader
 from rig.tui import MonitorApp, data
 from rig.tui.data import AlarmBook, ChannelSteps, EtaSeries, StoreView, trend
@@ -373,9 +374,13 @@ def test_a_signal_after_the_monitor_closed_interrupts_the_real_engine(tmp_path, 
     def closed(db: Path, run_id: str) -> None:
         return None  # q at once
 
+    def terminate_once_the_console_has_it() -> None:
+        wait_for_calls(console)
+        if stop_signals.active():  # else SIGTERM would end pytest: the test fails instead
+            os.kill(os.getpid(), signal.SIGTERM)
+
     def engine(progress: Relay) -> str:
-        threading.Thread(target=lambda: (wait_for_calls(console),
-                                         os.kill(os.getpid(), signal.SIGTERM))).start()
+        threading.Thread(target=terminate_once_the_console_has_it).start()
         return simulate_run(db, LONG_RUN, progress=progress)
 
     assert run_with_monitor(db, engine, console, closed) == DEMO_RUN_ID
