@@ -182,30 +182,35 @@ def test_resume_all_of_a_station_takes_over_its_crashed_and_interrupted_runs_onl
         assert cycles == 2
 
 
-def test_resume_all_starts_an_engine_that_dies_under_it_again(station, tmp_path):
+def test_resume_all_starts_an_engine_that_dies_under_it_again_and_stops_like_systemctl_stop(
+        station, tmp_path):
     """The service's main process outlives its engines: one killed without cleanup (the OOM
-    killer, a crash) is started again for its run at once, not when every other run ends."""
+    killer, a crash) is started again for its run at once, not when every other run ends; and
+    SIGTERM to the main process (`systemctl stop`) stops the engines safely: exit 4, which the
+    unit counts as success, the run 'interrupted' with its outputs off."""
     file, potentiostats = station
     db = tmp_path / "glovebox-a.db"
     run_id = start_and_stop(
-        db, [str(one_cell(tmp_path, 0, 6)), "--station", str(file), "--clock", f"x{SPEED}"],
+        db, [str(one_cell(tmp_path, 0, 400)), "--station", str(file), "--clock", f"x{SPEED}"],
         signal.SIGKILL, lambda: count(db, "SELECT count(*) FROM steps") >= 1)
-    first_pid = query(db, "SELECT pid FROM runs")[0][0]
+    engines = [query(db, "SELECT pid FROM runs")[0][0]]
     service = subprocess.Popen(rig_cmd("resume", "--all", "--station", str(file), "--db",
                                        str(db)), cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     try:
         def new_engine() -> int | None:
             (pid, status), = query(db, "SELECT pid, status FROM runs")
-            return pid if pid != first_pid and status == "running" and \
+            return pid if pid not in engines and status == "running" and \
                 potentiostats[0].output_on else None
-        engine = wait_for(new_engine, timeout=120, every=0.01)
-        os.kill(engine, signal.SIGKILL)
-        stdout, stderr = service.communicate(timeout=300)
+        engines.append(wait_for(new_engine, timeout=120, every=0.01))
+        os.kill(engines[-1], signal.SIGKILL)
+        engines.append(wait_for(new_engine, timeout=120, every=0.01))
+        service.send_signal(signal.SIGTERM)
+        stdout, stderr = service.communicate(timeout=120)
     finally:
         stop(service)
-    assert service.returncode == 0, stdout + stderr
     assert f"the engine of run {run_id} died (killed by SIGKILL); resuming it again (1 of 3)" \
         in stdout
-    assert status_of(db, run_id) == "completed"
+    assert service.returncode == EXIT_INTERRUPTED, stdout + stderr
+    assert status_of(db, run_id) == "interrupted"
     assert potentiostats[0].output_on is False
