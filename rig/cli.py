@@ -129,6 +129,8 @@ def _parser() -> argparse.ArgumentParser:
 
     from rig.library_cli import add_parser as add_protocols_parser
     add_protocols_parser(sub)
+    from rig.service import add_parser as add_service_parser
+    add_service_parser(sub)
 
     show = sub.add_parser("show", help="a run's status, end reasons and per-cycle table")
     show.add_argument("run", help="run id, a unique prefix of one, or 'latest'")
@@ -255,25 +257,28 @@ def cmd_run(args: argparse.Namespace) -> int:
             protocol_text=loaded.text, protocol_path=str(loaded.path), progress=progress,
             run_id=run_id))
 
+    from rig import stop_signals
     from rig.steering import close_quietly_after
 
     result = None
-    try:
-        if _monitor_wanted(args):
-            from rig.tui.live import run_with_monitor
+    try:  # a stop signal from here on ends the run 'interrupted', with or without the monitor
+        with stop_signals.catching():
+            if _monitor_wanted(args):
+                from rig.tui.live import run_with_monitor
 
-            result = run_with_monitor(db, engine, console)
-        else:
-            result = engine(console)
+                result = run_with_monitor(db, engine, console)
+            else:
+                result = engine(console)
     finally:
         station.close()
         close_quietly_after(writer, failed=result is not None and result.status == "failed")
-    console.finish(result.run_id, result.status, result.reasons, time.monotonic() - wall0,
-                   clock.now() - sim0)
-    if result.message:
-        print(f"rig: {result.message}", file=sys.stderr)
-    print(f"stored in {db}; see it with: rig show {result.run_id}"
-          + (f" --db {args.db}" if args.db else ""))
+    with stop_signals.hung_up_terminal_ignored():
+        console.finish(result.run_id, result.status, result.reasons,
+                       time.monotonic() - wall0, clock.now() - sim0)
+        if result.message:
+            print(f"rig: {result.message}", file=sys.stderr)
+        print(f"stored in {db}; see it with: rig show {result.run_id}"
+              + (f" --db {args.db}" if args.db else ""), flush=True)
     return result.exit_code
 
 

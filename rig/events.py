@@ -20,7 +20,11 @@ class EventKind(StrEnum):
     RUN_START = "run_start"
     RUN_END = "run_end"
     RESUMED_AFTER_CRASH = "resumed_after_crash"
+    INTERRUPTED = "interrupted"            # a stop signal: outputs off, resumable
+    RUN_FAILED = "run_failed"              # the store or a task of the run failed
+    ABORTED_DEAD_RUN = "aborted_dead_run"  # `rig abort` of a run whose engine was gone
     COMMAND = "command"
+    COMMAND_REFUSED = "command_refused"    # a command row the engine does not know
     # a channel's plan
     STEP_END = "step_end"
     CHANNEL_END = "channel_end"
@@ -47,6 +51,7 @@ class EventKind(StrEnum):
     # the station's sensors and interlocks
     SENSOR_FAULT = "sensor_fault"
     SENSOR_OK = "sensor_ok"
+    SENSOR_RETRIED = "sensor_retried"  # failed attempts the sensor's driver retried
     PRESSURE_RISING = "pressure_rising"
     INTERLOCK_HOLD = "interlock_hold"
     INTERLOCK_RELEASE = "interlock_release"

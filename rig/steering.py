@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rig import stop_signals
+from rig.events import EventKind
 from rig.lifecycle import (
     EXIT_BAD_INPUT,
     EXIT_FAULT,
@@ -134,7 +136,7 @@ def abort_dead_run(db: Path, run: dict[str, Any], channel: int | None,
             f"{', '.join(map(str, open_channels)) or 'none'} ended 'aborted'")
     with RunWriter(db) as writer:
         writer.record_end(run["key"], "aborted", "aborted with no live engine", ended_at,
-                          "aborted", "alarm" if not_off else "warning", "aborted_dead_run",
+                          "aborted", "alarm" if not_off else "warning", EventKind.ABORTED_DEAD_RUN,
                           text)
     print(text)
     return EXIT_OK if not not_off else EXIT_FAULT
@@ -142,7 +144,10 @@ def abort_dead_run(db: Path, run: dict[str, Any], channel: int | None,
 
 def resume_all(db: Path, station_file: str | None, clock: str | None) -> int:
     """Take over every run of the store left without an engine (of ``station_file`` when
-    given), each in its own `rig resume` process; wait for all, forwarding a stop signal."""
+    given), each in its own `rig resume` process; wait for all, forwarding a stop signal. An
+    engine that dies without cleanup (SIGKILL, a crash) is started again for its run, up to
+    ``RESTARTS_PER_RUN`` times; then it counts as a fault (exit 3), which a service's
+    ``Restart=on-failure`` answers. The exit code is the worst of the runs' (docs/unattended.md)."""
     from rig.store import get_run, list_runs, open_reader
 
     if not db.exists():
@@ -163,29 +168,65 @@ def resume_all(db: Path, station_file: str | None, clock: str | None) -> int:
     if not todo:
         print(f"nothing to resume in {db}")
         return EXIT_OK
-    children = []
-    for run in todo:
+
+    def start(run: dict[str, Any]) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "rig.cli", "resume", run["id"], "--db", str(db)]
         if station_file:
             cmd += ["--station", station_file]
         if clock:
             cmd += ["--clock", clock]
-        print(f"resuming run {run['id']} ({run['name']}, {run['status']})", flush=True)
-        children.append(subprocess.Popen(cmd))
+        return subprocess.Popen(cmd)
+
+    children: dict[str, subprocess.Popen] = {}
+    stopping: list[int] = []
 
     def forward(sig: int, _frame: Any) -> None:
-        for child in children:
+        stopping.append(sig)
+        for child in children.values():
             if child.poll() is None:
                 child.send_signal(sig)
 
     previous = {sig: signal.signal(sig, forward)
                 for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    codes: dict[str, int] = {}
+    restarts = {run["id"]: 0 for run in todo}
     try:
-        codes = [child.wait() for child in children]
+        for run in todo:
+            if stopping:  # stopped while starting: the rest stay as they are, resumable
+                break
+            print(f"resuming run {run['id']} ({run['name']}, {run['status']})", flush=True)
+            children[run["id"]] = start(run)
+        while len(codes) < len(children):
+            for run in todo:
+                rid = run["id"]
+                code = None if rid in codes or rid not in children else children[rid].poll()
+                if code is None:
+                    continue
+                if code < 0 and not stopping and restarts[rid] < RESTARTS_PER_RUN:
+                    # its engine died without cleanup (killed, crashed): the run is still
+                    # 'running' with outputs maybe on; take it over again at once
+                    restarts[rid] += 1
+                    print(f"rig: the engine of run {rid} died ({_death(code)}); resuming it "
+                          f"again ({restarts[rid]} of {RESTARTS_PER_RUN})", flush=True)
+                    children[rid] = start(run)
+                    continue
+                codes[rid] = EXIT_FAULT if code < 0 else code
+            time.sleep(SUPERVISE_EVERY_S)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return max(codes, default=EXIT_OK)
+    return max(codes.values(), default=EXIT_OK)
+
+
+RESTARTS_PER_RUN = 3      # a run whose engine keeps dying is left to the service's Restart=
+SUPERVISE_EVERY_S = 0.5
+
+
+def _death(code: int) -> str:
+    try:
+        return f"killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"
 
 
 def take_over_run(db: Path, run: dict[str, Any], station_file: str | None,
@@ -206,15 +247,17 @@ def take_over_run(db: Path, run: dict[str, Any], station_file: str | None,
     writer = RunWriter(db)
     result = None
     try:
-        with open_reader(db) as conn:
+        with stop_signals.catching(), open_reader(db) as conn:
             result = asyncio.run(take_over(run, conn, station=station, clock=clock,
                                            writer=writer, progress=console))
     finally:
         station.close()
         close_quietly_after(writer, failed=result is not None and result.status == "failed")
-    console.finish(result.run_id, result.status, result.reasons, 0.0, 0.0)
-    if result.message and result.status != "completed":
-        print(f"rig: {result.message}", file=sys.stderr)
+    with stop_signals.hung_up_terminal_ignored():
+        console.finish(result.run_id, result.status, result.reasons, 0.0, 0.0)
+        if result.message and result.status != "completed":
+            print(f"rig: {result.message}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
     return result.exit_code
 
 

@@ -549,7 +549,7 @@ class ChannelRunner:
         """An end asked from outside the plan (abort, overpressure): output off, then log."""
         await self._safe_off()
         ctx, reason = self.ctx, self.end_requested or "aborted"
-        ctx.writer.event(ctx.run_key, self.channel, ctx.clock.now(), "warning", reason,
+        ctx.writer.event(ctx.run_key, self.channel, ctx.clock.now(), "warning", EventKind(reason),
                          f"channel {self.channel} ended ({reason}): output off")
         raise ChannelEnded(reason)
 

@@ -26,6 +26,7 @@ from rig.engine.run import (
     drive,
     pressure_sensors_of,
 )
+from rig.events import EventKind
 from rig.lifecycle import (
     HEARTBEAT_STALE_S,
     RESUMABLE_STATUSES,
@@ -120,7 +121,7 @@ async def take_over(run: dict[str, Any], conn: sqlite3.Connection, *, station: S
     gap_from = last_time(conn, run_key)
     how = ("interrupted by a signal" if run["status"] == "interrupted"
            else "whose engine died")
-    writer.event(run_key, None, clock.now(), "warning", "resumed_after_crash",
+    writer.event(run_key, None, clock.now(), "warning", EventKind.RESUMED_AFTER_CRASH,
                  f"run {run['id']} ({how}) taken over by pid {os.getpid()} on "
                  f"{socket.gethostname()}: outputs forced off; no data from t={gap_from:.0f} "
                  f"to {clock.now():.0f} ({clock.now() - gap_from:.0f} s gap)")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocols.plan import Plan
-from rig import __version__
+from rig import __version__, stop_signals
 from rig.lifecycle import (
     EXIT_EARLY,
     EXIT_FAULT,
@@ -32,6 +32,7 @@ from rig.clock import RealClock, VirtualClock
 from rig.engine.channel import ChannelRunner
 from rig.engine.context import NoProgress, RunContext
 from rig.engine.sensors import SensorHub
+from rig.events import EventKind
 from rig.station import Station
 from rig.store import (
     COMMANDS,
@@ -76,9 +77,6 @@ class Stop:
     signal_name: str | None = None
 
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
-
-
 VIRTUAL_SENSOR_FLOOR_S = 600.0
 
 
@@ -103,7 +101,7 @@ async def execute(plan: Plan, *, station: Station, clock: RealClock | VirtualClo
         hw = station.channel(cp.cell.channel)
         writer.add_channel(run_key, cp.cell, hw.instrument)
         runners.append(ChannelRunner(ctx, cp, hw.driver, hw.link))
-    writer.event(run_key, None, clock.now(), "info", "run_start",
+    writer.event(run_key, None, clock.now(), "info", EventKind.RUN_START,
                  f"run {run_id} started: {plan.name} on {len(runners)} channel(s), "
                  f"pid {os.getpid()} on {socket.gethostname()}")
     progress.run_started(run_id, plan)
@@ -148,9 +146,17 @@ async def drive(ctx: RunContext, runners: list[ChannelRunner], plan: Plan,
         with contextlib.suppress(RuntimeError):  # the loop is already closed
             loop.call_soon_threadsafe(stop_with, Stop("store", f"the store failed: {err}"))
 
+    def signalled(sig: signal.Signals) -> None:  # in the main thread's signal handler
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            loop.call_soon_threadsafe(stop_with, Stop("signal", f"{sig.name} received",
+                                                      sig.name))
+
     unsubscribe = writer.on_failure(store_failed)
-    handled = _catch_signals(loop, lambda sig: stop_with(
-        Stop("signal", f"{sig.name} received", sig.name)))
+    # caught here when the engine has the main thread; an engine in a thread (under the
+    # monitor) is told by the main thread's catching (rig.tui.live)
+    catching = contextlib.ExitStack()
+    catching.enter_context(stop_signals.catching())
+    catching.callback(stop_signals.subscribe(signalled))
 
     def supervise(name: str, task: asyncio.Task) -> asyncio.Task:
         def done(t: asyncio.Task) -> None:
@@ -198,7 +204,7 @@ async def drive(ctx: RunContext, runners: list[ChannelRunner], plan: Plan,
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         unsubscribe()
-        _release_signals(loop, handled)
+        catching.close()
     reasons = dict(already or {})
     reasons.update({r.channel: t.result() for r, t in zip(runners, tasks)})
     reasons = dict(sorted(reasons.items()))
@@ -212,28 +218,10 @@ async def drive(ctx: RunContext, runners: list[ChannelRunner], plan: Plan,
         status = "ended_early"
     ended = [f"ch{c}: {r}" for c, r in reasons.items() if r not in planned]
     writer.run_status(run_key, status, end_reason="; ".join(ended) or None, ended_at=clock.now())
-    writer.event(run_key, None, clock.now(), "info", "run_end", f"run {ctx.run_id} {status}")
+    writer.event(run_key, None, clock.now(), "info", EventKind.RUN_END,
+                 f"run {ctx.run_id} {status}")
     writer.flush()
     return RunResult(ctx.run_id, run_key, status, reasons)
-
-
-def _catch_signals(loop: asyncio.AbstractEventLoop, on_signal: Any) -> list[signal.Signals]:
-    """Turn SIGTERM/SIGHUP/SIGINT into a clean stop (only the main thread can; an engine in a
-    thread, under the monitor, is stopped by the monitor)."""
-    handled = []
-    for sig in STOP_SIGNALS:
-        try:
-            loop.add_signal_handler(sig, on_signal, sig)
-        except (ValueError, RuntimeError, NotImplementedError):
-            continue
-        handled.append(sig)
-    return handled
-
-
-def _release_signals(loop: asyncio.AbstractEventLoop, handled: list[signal.Signals]) -> None:
-    for sig in handled:
-        with contextlib.suppress(Exception):
-            loop.remove_signal_handler(sig)
 
 
 async def _stop_run(ctx: RunContext, runners: list[ChannelRunner], tasks: list[asyncio.Task],
@@ -266,7 +254,7 @@ async def _stop_run(ctx: RunContext, runners: list[ChannelRunner], tasks: list[a
                 f"continue it with: rig resume {ctx.run_id}")
         try:
             writer.event(ctx.run_key, None, now, "alarm" if not_off else "warning",
-                         "interrupted", text)
+                         EventKind.INTERRUPTED, text)
             writer.run_status(ctx.run_key, status, end_reason=why.detail, ended_at=now)
             writer.flush()
         except (StoreError, TimeoutError) as exc:
@@ -278,7 +266,7 @@ async def _stop_run(ctx: RunContext, runners: list[ChannelRunner], tasks: list[a
     try:
         writer.record_end(ctx.run_key, status, why.detail[:500], now,
                           "store_failure" if why.kind == "store" else "engine_error", "error",
-                          "run_failed", text)
+                          EventKind.RUN_FAILED, text)
     except Exception as exc:  # noqa: BLE001 -- the store cannot take even that: say it
         return RunResult(ctx.run_id, ctx.run_key, status, reasons,
                          f"{text}. The store could not record this end ({exc}): "
@@ -323,12 +311,12 @@ def _handle_command(ctx: RunContext, cmd: dict[str, Any], by_channel: dict[int, 
     if known and valid_channel:
         result = _apply_command(cmd, by_channel)
         level = "warning" if command == "abort" else "info"
-        kind = "command"
+        kind = EventKind.COMMAND
     else:
         shown = repr(command)[:80]
         result = (f"refused: unknown command {shown} (known: {', '.join(COMMANDS)})" if not known
                   else f"refused: channel {repr(channel)[:40]} is not a channel number")
-        level, kind = "warning", "command_refused"
+        level, kind = "warning", EventKind.COMMAND_REFUSED
     try:
         marked = mark_command_handled(path, cmd["id"], result)
     except (StoreError, sqlite3.Error) as exc:  # the store is busy or failing: next poll

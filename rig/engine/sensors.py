@@ -161,7 +161,7 @@ class SensorHub:
         if count:
             first = kept[0] if kept else ""
             self.ctx.writer.event(
-                self.ctx.run_key, sensor.channel, t, "warning", "sensor_retried",
+                self.ctx.run_key, sensor.channel, t, "warning", EventKind.SENSOR_RETRIED,
                 f"sensor {sensor.name}: {count} failed attempt{'s' if count > 1 else ''} "
                 f"retried ({first}{'; ...' if count > 1 else ''})")
             self.retried_total[sensor.name] = self.retried_total.get(sensor.name, 0) + count

@@ -26,12 +26,13 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import LogFormatter  # noqa: E402
 
 from rig.analysis.gas import STP_UL_PER_UMOL, cycle_bounds, gas_per_cycle  # noqa: E402
+from rig.events import EventKind  # noqa: E402
 from rig.report import eis as eis_mod  # noqa: E402
 from rig.report.context import Channel, RunContext  # noqa: E402
 from rig.report.queries import periods, window  # noqa: E402
 
 WIDE, TALL = (8.0, 4.5), (8.0, 6.0)  # inches; at 150 dpi 1200 x 675 and 1200 x 900 px
-SHORT_KINDS = ("short_hard", "short_soft", "safety_trip")
+SHORT_KINDS = (EventKind.SHORT_HARD, EventKind.SHORT_SOFT, EventKind.SAFETY_TRIP)
 COLORS = [f"C{k}" for k in range(10)]
 
 
@@ -88,8 +89,8 @@ def _mark_events(ctx: RunContext, ax: Axes, events: Sequence[dict], label: bool 
 
 def _shade_holds(ctx: RunContext, ax: Axes, ch: Channel | None = None) -> None:
     """Interlock holds (run-wide) and the channel's own pauses and holds, shaded."""
-    holds = periods(ctx.events, ("interlock_hold",), ("interlock_release",
-                    "interlock_alarm_cleared_manual"), ctx.t_end)
+    holds = periods(ctx.events, (EventKind.INTERLOCK_HOLD,), (
+        EventKind.INTERLOCK_RELEASE, EventKind.INTERLOCK_ALARM_CLEARED_MANUAL), ctx.t_end)
     for k, (a, b) in enumerate(holds):
         ax.axvspan(float(ctx.hours(a)), float(ctx.hours(b)), color="tab:red", alpha=0.15, lw=0,
                    label="interlock hold" if k == 0 else None)

@@ -15,7 +15,9 @@ those alarms as new again.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +29,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Header
 
+from rig import stop_signals
 from rig.store import StoreError, send_command
 from rig.tui.data import SPANS_S, AlarmBook, Snapshot, StoreView, is_busy, span_label
 from rig.tui.widgets import (
@@ -73,6 +76,8 @@ class MonitorApp(App):
         Binding("t", "toggle_station", "station"),
         Binding("z", "zoom", "zoom"),
         Binding("q", "quit", "quit"),
+        # the run in this terminal: Ctrl-C is SIGINT, as for a plain `rig run`
+        Binding("ctrl+c", "interrupt", "interrupt the run", show=False, priority=True),
     ]
 
     def __init__(self, db: str | os.PathLike, run: str = "latest", *,
@@ -127,9 +132,26 @@ class MonitorApp(App):
         self.poll_store()
         self.set_interval(self.poll_s, self.poll_store)
         self.set_interval(BLINK_S, self._blink)
+        self._unsubscribe_signals: Callable[[], None] = lambda: None
+        if self.here:  # the run's stop signals close the monitor (the engine stops the run)
+            loop = asyncio.get_running_loop()
+
+            def close(_sig: signal.Signals) -> None:  # in the signal handler: hand it on
+                loop.call_soon_threadsafe(self.exit)
+            self._unsubscribe_signals = stop_signals.subscribe(close)
 
     def on_unmount(self) -> None:
+        self._unsubscribe_signals()
         self.view.close()
+
+    def action_interrupt(self) -> None:
+        """Ctrl-C. With the run in this terminal (`rig run --monitor`): what Ctrl-C does to a
+        plain `rig run` — SIGINT: every output off, the run 'interrupted' (resumable), exit 4.
+        In `rig monitor` the run is not this process's: Textual's reminder to press q."""
+        if self.here and stop_signals.active():
+            signal.raise_signal(signal.SIGINT)
+        else:
+            self.action_help_quit()
 
     # ---- reading -----------------------------------------------------------------------
     def poll_store(self) -> None:

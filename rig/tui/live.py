@@ -3,19 +3,22 @@
 The engine runs in a background thread with its own event loop; the monitor owns the terminal
 in the foreground and, as always, only reads the store (and writes command rows). The two share
 nothing else, so the UI can never block the engine. When the user quits the monitor while the
-run goes on, the run's usual progress bars take over the terminal; Ctrl-C then aborts the run
-through the store's commands table (outputs off first, as for `rig abort`).
+run goes on, the run's usual progress bars take over the terminal. The stop signals (SIGTERM,
+SIGHUP, SIGINT — Ctrl-C in the monitor or after it) end the run as they end a plain `rig run`
+(rig.stop_signals): every output off, the run 'interrupted', exit 4.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from rig import stop_signals
 from rig.engine.run import NoProgress
 
 R = TypeVar("R")
@@ -64,10 +67,15 @@ def run_with_monitor(db: str | os.PathLike, engine: Callable[[Relay], R], consol
     """Call ``engine(progress)`` (which runs the whole run, e.g. ``asyncio.run(execute(...))``)
     in a background thread and show the monitor on ``db`` until the user quits it; then hand
     the terminal to ``console`` until the run ends. Returns what ``engine`` returned; raises
-    what it raised. ``monitor(db, run_id)``: what shows the run (default: the Textual app)."""
+    what it raised. ``monitor(db, run_id)``: what shows the run (default: the Textual app).
+
+    SIGTERM, SIGHUP and SIGINT (Ctrl-C, in the monitor or after it closed) are caught here, in
+    the main thread, for the whole run, and do what they do to a plain `rig run`: the engine
+    switches every output off and ends the run 'interrupted'; the monitor closes first,
+    leaving the terminal as it found it."""
     relay = Relay()
     outcome: dict[str, Any] = {}
-    finished = threading.Event()  # waited on instead of Thread.join: a Ctrl-C in join() can
+    finished = threading.Event()  # waited on instead of Thread.join: a signal in join() can
     # leave a live thread marked as stopped (CPython 3.11)
 
     def work() -> None:
@@ -79,63 +87,45 @@ def run_with_monitor(db: str | os.PathLike, engine: Callable[[Relay], R], consol
             relay.started.set()  # also when it failed before the run was created
             finished.set()
 
-    thread = threading.Thread(target=work, name="narig-engine", daemon=True)
-    thread.start()
-    interrupted = False
-    try:
+    with stop_signals.catching():
+        thread = threading.Thread(target=work, name="narig-engine", daemon=True)
+        thread.start()
         while not relay.started.wait(JOIN_POLL_S):
             pass
-        if relay.run_id is not None:
+        if relay.run_id is not None and stop_signals.received() is None:
             try:
                 (monitor or _show_monitor)(Path(db), relay.run_id)
+            except KeyboardInterrupt:  # Ctrl-C however it reached the monitor: SIGINT
+                signal.raise_signal(signal.SIGINT)
             except Exception as exc:  # noqa: BLE001 -- the run matters more than its display
-                print(f"rig: the monitor failed ({type(exc).__name__}: {exc}); the run goes on",
-                      file=sys.stderr)
-    except KeyboardInterrupt:
-        interrupted = True
-    if not finished.is_set() and relay.run_id is not None and not interrupted:
-        print(f"monitor closed; run {relay.run_id} goes on here (Ctrl-C aborts it). "
-              f"Watch it from any terminal with: rig monitor {db}", file=sys.stderr)
-        relay.attach(console)
-    _wait(finished, Path(db), relay, abort_now=interrupted)
+                _say(f"rig: the monitor failed ({type(exc).__name__}: {exc}); the run goes on")
+        sig = stop_signals.received()
+        if not finished.is_set() and relay.run_id is not None:
+            if sig is None:
+                _say(f"monitor closed; run {relay.run_id} goes on here (Ctrl-C interrupts "
+                     f"it: outputs off, resumable). Watch it from any terminal with: "
+                     f"rig monitor {db}")
+                relay.attach(console)
+            else:
+                _say(f"rig: {sig.name} received: switching every output off; run "
+                     f"{relay.run_id} ends 'interrupted'")
+        while not finished.wait(JOIN_POLL_S):
+            pass
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
+
+
+def _say(text: str) -> None:
+    """A line on stderr, which may be a terminal already hung up (SIGHUP): the run's end
+    matters more than this line."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 def _show_monitor(db: Path, run_id: str) -> None:
     from rig.tui.app import MonitorApp
 
     MonitorApp(db, run_id, here=True).run()
-
-
-def _wait(finished: threading.Event, db: Path, relay: Relay, abort_now: bool = False) -> None:
-    """Wait for the engine to finish; Ctrl-C (or ``abort_now``) asks it to abort the run
-    through the store (outputs off, then it ends); a second Ctrl-C stops waiting."""
-    aborting = False
-    while not finished.is_set():
-        try:
-            if abort_now and not aborting:
-                raise KeyboardInterrupt
-            finished.wait(JOIN_POLL_S)
-        except KeyboardInterrupt:
-            if aborting:
-                raise
-            aborting = True
-            _abort(finished, db, relay)
-
-
-def _abort(finished: threading.Event, db: Path, relay: Relay) -> None:
-    from rig.store import StoreError, send_command
-
-    while relay.run_id is None and not finished.is_set():  # interrupted before the run began
-        relay.started.wait(JOIN_POLL_S)
-    if relay.run_id is None:
-        return
-    try:
-        send_command(db, relay.run_id, "abort")
-    except StoreError as exc:
-        print(f"rig: cannot ask run {relay.run_id} to abort: {exc}", file=sys.stderr)
-        raise KeyboardInterrupt from None
-    print(f"aborting run {relay.run_id}: outputs off, then it ends (Ctrl-C again to stop "
-          "waiting)", file=sys.stderr)

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import signal
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from rig import stop_signals
 from rig.store import RunWriter, open_reader
 from rig.tui import MonitorApp, data
 from rig.tui.data import AlarmBook, ChannelSteps, EtaSeries, StoreView, trend
-from rig.tui.demo import screen_text
-from rig.tui.live import Relay, _wait, run_with_monitor
+from rig.tui.demo import DEMO_PROTOCOL, DEMO_RUN_ID, screen_text, simulate_run
+from rig.tui.live import Relay, run_with_monitor
 from rig.tui.widgets import (
     AlarmBadge,
     ChannelTable,
@@ -312,25 +315,12 @@ def test_run_with_monitor_raises_what_the_engine_raised_without_showing_a_monito
                          monitor=lambda db, run: pytest.fail("no run: no monitor"))
 
 
-def test_a_failing_monitor_leaves_the_run_going_and_ctrl_c_in_it_aborts_the_run(held, capsys):
+def test_a_failing_monitor_leaves_the_run_going(held, capsys):
     db, _, _ = held
     run_id = "20260101-000000-he1d"
 
-    def engine(progress: Relay) -> str:
-        progress.run_started(run_id, plan=None)
-        end = time.monotonic() + 10
-        while time.monotonic() < end:  # an engine polling its commands table
-            with open_reader(db) as conn:
-                if conn.execute("SELECT 1 FROM commands WHERE command = 'abort'").fetchone():
-                    return "aborted"
-            time.sleep(0.02)
-        return "not aborted"
-
     def broken(db: Path, run_id: str) -> None:
         raise RuntimeError("terminal too small")
-
-    def interrupted(db: Path, run_id: str) -> None:
-        raise KeyboardInterrupt
 
     done = threading.Event()
 
@@ -343,29 +333,67 @@ def test_a_failing_monitor_leaves_the_run_going_and_ctrl_c_in_it_aborts_the_run(
     assert run_with_monitor(db, engine_until_done, Console(), broken) == "completed"
     assert "the monitor failed (RuntimeError: terminal too small); the run goes on" in \
         capsys.readouterr().err
-    assert run_with_monitor(db, engine, Console(), interrupted) == "aborted"
-    assert "aborting run 20260101-000000-he1d" in capsys.readouterr().err
 
 
-def test_ctrl_c_after_the_monitor_closed_aborts_the_run_through_the_store(held, monkeypatch):
-    db, _, _ = held
-    finished = threading.Event()
-    waits = []
+LONG_RUN = DEMO_PROTOCOL.format(cycles=5000)  # never ends on its own within a test
 
-    def wait(timeout: float) -> bool:  # the first wait is interrupted by Ctrl-C
-        waits.append(timeout)
-        if len(waits) == 1:
-            raise KeyboardInterrupt
-        finished.set()
-        return True
 
-    monkeypatch.setattr(finished, "wait", wait)
-    relay = Relay()
-    relay.run_started("20260101-000000-he1d", plan=None)
-    _wait(finished, db, relay)
+def _interrupted(db: Path) -> tuple[str, str, list[str]]:
     with open_reader(db) as conn:
-        rows = conn.execute("SELECT channel, command FROM commands").fetchall()
-    assert rows == [(None, "abort")] and len(waits) == 2
+        status, reason = conn.execute("SELECT status, end_reason FROM runs").fetchone()
+        events = [m for m, in conn.execute(
+            "SELECT message FROM events WHERE kind = 'interrupted'")]
+        assert conn.execute("SELECT count(*) FROM commands").fetchone()[0] == 0  # no abort
+    return status, reason, events
+
+
+def test_ctrl_c_in_the_monitor_interrupts_the_real_engine_as_in_a_plain_run(tmp_path, capsys):
+    """Ctrl-C, however it reaches the monitor, is SIGINT: the engine (in its thread) switches
+    every output off and ends the run 'interrupted' (resumable), not 'aborted'."""
+    db = tmp_path / "c.db"
+
+    def ctrl_c(db: Path, run_id: str) -> None:
+        raise KeyboardInterrupt
+
+    def engine(progress: Relay) -> str:
+        return simulate_run(db, LONG_RUN, progress=progress)
+
+    assert run_with_monitor(db, engine, Console(), ctrl_c) == DEMO_RUN_ID
+    status, reason, events = _interrupted(db)
+    assert status == "interrupted" and "SIGINT" in reason
+    assert len(events) == 1 and "every output switched off" in events[0]
+    assert "SIGINT received" in capsys.readouterr().err
+
+
+def test_a_signal_after_the_monitor_closed_interrupts_the_real_engine(tmp_path, capsys):
+    """The monitor closed (q), the run went on in this terminal: SIGTERM (or Ctrl-C) there
+    ends it as it ends a plain `rig run`."""
+    db = tmp_path / "t.db"
+    console = Console()
+
+    def closed(db: Path, run_id: str) -> None:
+        return None  # q at once
+
+    def terminate_once_the_console_has_it() -> None:
+        wait_for_calls(console)
+        if stop_signals.active():  # else SIGTERM would end pytest: the test fails instead
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def engine(progress: Relay) -> str:
+        threading.Thread(target=terminate_once_the_console_has_it).start()
+        return simulate_run(db, LONG_RUN, progress=progress)
+
+    assert run_with_monitor(db, engine, console, closed) == DEMO_RUN_ID
+    assert "goes on here (Ctrl-C interrupts it" in capsys.readouterr().err
+    status, reason, events = _interrupted(db)
+    assert status == "interrupted" and "SIGTERM" in reason and "SIGTERM" in events[0]
+    assert ("run_started", DEMO_RUN_ID) in console.calls  # the console had taken over
+
+
+def wait_for_calls(console: Console, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while not console.calls and time.monotonic() < end:
+        time.sleep(0.01)
 
 
 def test_the_real_engine_and_monitor_share_only_the_store(tmp_path):
