@@ -155,6 +155,8 @@ async def test_s_lists_the_runs_and_switches_to_the_one_chosen(held):
         assert app.sub_title == "20260101-000000-he1d"
         await pilot.press("s")
         await wait_until(pilot, lambda: isinstance(app.screen, RunPicker))
+        # the picker lists the runs once it has read them: wait for its text, not a moment
+        await wait_until(pilot, lambda: "● 20260101-000000-he1d" in screen_text(app))
         text = screen_text(app)
         assert "● 20260101-000000-he1d" in text and "20251231-120000-0ld1" in text
         await pilot.press("escape")  # stay

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from rig.lifecycle import EXIT_INTERRUPTED
-from tests.faults_helpers import ROOT, count, query, rig_cmd, stop, wait_for
-from tests.protocol_text import GLYME, two_cells
+from tests.support.rig_process import ROOT, count, query, rig_cmd, stop, wait_for
+from tests.support.protocol_text import GLYME, two_cells
 
 SPEED = 100
 ALT_SCREEN_ON, ALT_SCREEN_OFF = b"\x1b[?1049h", b"\x1b[?1049l"

@@ -18,8 +18,8 @@ import pytest
 
 from rig.lifecycle import EXIT_INTERRUPTED
 from rig.service import UNIT_FILE, UNIT_RIG, unit_text
-from tests.faults_helpers import ROOT, count, query, rig, rig_cmd, stop, wait_for
-from tests.protocol_text import GLYME, two_cells
+from tests.support.rig_process import ROOT, count, query, rig, rig_cmd, stop, wait_for
+from tests.support.protocol_text import GLYME, two_cells
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 needs_systemd_analyze = pytest.mark.skipif(
