@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import math
 import re
 import select
@@ -91,8 +92,11 @@ from drivers.base import (
     InstrumentTimeout,
     OutputNotConfirmedOff,
     Ranges,
+    RetriedFaults,
     Sample,
 )
+
+log = logging.getLogger(__name__)
 
 MAX_CURRENT_A = 1.05  # the 1 A range, with its 5 % over-range
 MAX_POTENTIAL_V = 21.0  # the default compliance, and the 20 V range the rig uses
@@ -100,6 +104,7 @@ MAX_BACKOFF_S = 1.0
 END_EPS_S = 1e-6  # a step has ended when t >= duration - END_EPS_S (clock float resolution)
 MAX_ERRORS = 64  # errors() stops after this many, in case the queue never reports 0
 OFF_ATTEMPTS = 4  # output_off: tries, each on a fresh connection after a failed one
+SETUP_ATTEMPTS = 5  # a step's setup: tries, each on a fresh connection after a failed one
 
 # 2450 source status (SOURSTAT element): bit 5 the source was limited (in compliance), bit 7 on.
 STAT_2450_LIMIT = 32
@@ -158,6 +163,11 @@ COMMAND_SETS: dict[str, CommandSet] = {
         off_state=":OUTP:SMOD HIMP",
         read=":READ?"),
 }
+
+
+class StepRefused(InstrumentProtocolError):
+    """The instrument answered and refused a step's setting (a compliance that reads back
+    otherwise, an error queued during the setup): asking again would not help."""
 
 
 # ----------------------------------------------------------------- pure parsing (fuzzable)
@@ -277,12 +287,17 @@ class Keithley2450:
         self, resource: str, *, command_set: str = "2450", timeout_s: float = 2.0,
         retries: int = 2, resource_manager: pyvisa.ResourceManager | None = None,
         now: Callable[[], float] = time.monotonic, backoff_s: float = 0.05,
+        host_watchdog_s: float | None = 60.0,
     ) -> None:
         if command_set not in COMMAND_SETS:
             raise ValueError(f"command_set must be one of {sorted(COMMAND_SETS)}, "
                              f"not {command_set!r}")
         if timeout_s <= 0 or retries < 0 or backoff_s < 0:
             raise ValueError("timeout_s must be > 0, retries and backoff_s >= 0")
+        if host_watchdog_s is not None and not (host_watchdog_s > 0):
+            raise ValueError(f"host_watchdog_s must be > 0 s (or None: no bound), "
+                             f"not {host_watchdog_s!r}")
+        self.host_watchdog_s = host_watchdog_s
         self.resource_name = resource
         self.command_set = command_set
         self.scpi = COMMAND_SETS[command_set]
@@ -300,6 +315,7 @@ class Keithley2450:
         self._source = "CURR"  # what the instrument sources: CURR or VOLT
         self._sense = "VOLT"  # what it measures
         self._step: _Step | None = None
+        self.retried = RetriedFaults()  # failed attempts that were retried: the engine logs them
         self._open()
 
     # --- connection
@@ -394,7 +410,7 @@ class Keithley2450:
         armed = self._query(self.scpi.current_limit_query, parse_number)
         if not math.isclose(armed, i_limit_A, rel_tol=1e-5, abs_tol=1e-12):
             errs = self._errors_quietly()
-            raise InstrumentProtocolError(
+            raise StepRefused(
                 f"the {self.scpi.model} did not accept a {i_limit_A:g} A current limit (it reads "
                 f"{armed:g} A{'; errors: ' + _fmt_errors(errs) if errs else ''})")
         self._current_limit_A = armed
@@ -428,7 +444,7 @@ class Keithley2450:
         armed = self._query(self.scpi.compliance_query, parse_number)
         if not math.isclose(armed, v_limit_V, rel_tol=1e-5, abs_tol=1e-9):
             errs = self._errors_quietly()
-            raise InstrumentProtocolError(
+            raise StepRefused(
                 f"the {self.scpi.model} did not accept a {v_limit_V:g} V compliance (it reads "
                 f"{armed:g} V{'; errors: ' + _fmt_errors(errs) if errs else ''})")
         self._compliance_V = armed
@@ -457,7 +473,7 @@ class Keithley2450:
         """``:OUTP ON|OFF``; on only after compliance was armed and read back."""
         armed = self._current_limit_A if self._source == "VOLT" else self._compliance_V
         if on and armed is None:
-            raise InstrumentProtocolError("refusing output on: compliance not armed")
+            raise StepRefused("refusing output on: compliance not armed")
         self._write(self.scpi.output.format("ON" if on else "OFF"))
 
     def output_is_on(self) -> bool:
@@ -532,20 +548,12 @@ class Keithley2450:
         if not (math.isfinite(potential_V) and abs(potential_V) <= MAX_POTENTIAL_V):
             raise ValueError(f"potential {potential_V!r} V is outside +-{MAX_POTENTIAL_V} V")
         self._step = None
-        try:
-            if not self._configured:
-                self.configure()
+
+        def setup() -> None:
             self.arm_current_limit(min(i_max_A, MAX_CURRENT_A))
             self.source_voltage(potential_V)
             self._sense_to("CURR")
-            errs = self.errors()
-            if errs:
-                raise InstrumentProtocolError(
-                    f"the {self.scpi.model} refused the step setup: {_fmt_errors(errs)}")
-        except InstrumentError:
-            self._off_quietly()
-            raise
-        self.output(True)
+        self._set_up_step(setup)
         self._step = _Step(self._now(), duration_s, None, None)
 
     def _begin(
@@ -557,21 +565,47 @@ class Keithley2450:
         if not (math.isfinite(current_A) and abs(current_A) <= MAX_CURRENT_A):
             raise ValueError(f"current {current_A!r} A is outside +-{MAX_CURRENT_A} A")
         self._step = None
-        try:
-            if not self._configured:
-                self.configure()
+
+        def setup() -> None:
             self.arm_compliance(limit_V)
             self.source_current(current_A)
             self._sense_to("VOLT")
-            errs = self.errors()
-            if errs:
-                raise InstrumentProtocolError(
-                    f"the {self.scpi.model} refused the step setup: {_fmt_errors(errs)}")
-        except InstrumentError:
-            self._off_quietly()  # a refused step leaves the output off, never half set up
-            raise
-        self.output(True)
+        self._set_up_step(setup)
         self._step = _Step(self._now(), duration_s, e_min_V, e_max_V)
+
+    def _set_up_step(self, setup: Callable[[], None]) -> None:
+        """A step's whole configuration, then output on, confirmed by ``:OUTP?``.
+
+        Every setting is idempotent and read back (compliance, the error queue, the output),
+        so a dropped connection or a lost or garbled reply anywhere in it is cured by a new
+        connection and the whole setup sent again, up to ``SETUP_ATTEMPTS`` times; each
+        failed attempt is recorded in ``retried``. A refusal (:class:`StepRefused`) is not
+        retried. Whatever fails in the end leaves the output off, never half set up."""
+        for attempt in range(SETUP_ATTEMPTS):
+            try:
+                if attempt:
+                    self._backoff(attempt - 1)
+                    self._reconnect()
+                if not self._configured:
+                    self.configure()
+                setup()
+                errs = self.errors()
+                if errs:
+                    raise StepRefused(
+                        f"the {self.scpi.model} refused the step setup: {_fmt_errors(errs)}")
+                self.output(True)
+                if not self.output_is_on():  # the line was lost with a dropped connection
+                    raise InstrumentProtocolError(":OUTP? reads 0 after :OUTP ON")
+                return
+            except StepRefused:
+                self._off_quietly()
+                raise
+            except InstrumentError as exc:
+                if attempt == SETUP_ATTEMPTS - 1:
+                    self._off_quietly()
+                    raise
+                self.retried.record(f"step setup: {type(exc).__name__}: {exc}; set up again "
+                                    "on a new connection")
 
     def read_samples(self, until_s: float) -> tuple[list[Sample], bool]:
         """ONE reading now (``until_s`` is not waited for); ended once t >= duration or on a trip.
@@ -671,10 +705,13 @@ class Keithley2450:
                     if not reconnect or attempt == self.retries:
                         raise last from None
                     self._reconnect()  # the instrument kept its state: ask again
+                if attempt < self.retries:
+                    self.retried.record(f"{type(last).__name__}: {last}; asked again")
             except InstrumentGone as exc:
                 last = exc
                 if not reconnect or attempt == self.retries:
                     raise
+                self.retried.record(f"{type(exc).__name__}: {exc}; reconnected, asked again")
                 self._reconnect()  # raises InstrumentGone itself if the instrument is not there
         assert last is not None
         raise type(last)(f"{last} (after {self.retries + 1} tries)")

@@ -56,7 +56,7 @@ def test_the_2450_reads_measured_current_first_when_sourcing_voltage():
 def test_2450_potential_step_arms_ilim_reads_it_back_and_rests_at_zero_amps(rm):
     with ScpiReplay([*SETUP_2450, (":SOUR:VOLT:ILIM 0.005", None),
                      (":SOUR:VOLT:ILIM?", "5.000000E-03"), *SOURCE_20MV,
-                     (":SYST:ERR?", NO_ERROR), (":OUTP ON", None),
+                     (":SYST:ERR?", NO_ERROR), (":OUTP ON", None), (":OUTP?", "1"),
                      (READ_2450, "9.412000E-04,2.000000E-02,1.280000E+02"),
                      (READ_2450, "9.100000E-04,2.000000E-02,1.280000E+02"),
                      (":SOUR:CURR:LEV 0", None), (":SOUR:FUNC CURR", None),
@@ -73,7 +73,7 @@ def test_2450_potential_step_arms_ilim_reads_it_back_and_rests_at_zero_amps(rm):
 def test_2400_potential_step_arms_sens_curr_prot(rm):
     with ScpiReplay([*SETUP_2400, (":SENS:CURR:PROT 0.005", None),
                      (":SENS:CURR:PROT?", "+5.000000E-03"), *SOURCE_20MV,
-                     (":SYST:ERR?", NO_ERROR), (":OUTP ON", None),
+                     (":SYST:ERR?", NO_ERROR), (":OUTP ON", None), (":OUTP?", "1"),
                      (":READ?", "+2.000000E-02,+5.000000E-03,+9.910000E+37,+1.0E+01,"
                                 "+8.000000E+00"),  # status bit 3: in compliance
                      (":OUTP OFF", None), (":OUTP?", "0")]) as dev:

@@ -336,6 +336,7 @@ class SimulatedKeithley2450:
         self._connections: set[socket.socket] = set()
         self._closed = False
         self._fault_seeded: FaultProfile | None = None
+        self._injected: dict[str, int] = {}
         self._rng = random.Random(0)
         self._power_on = clock.now()
         self._reset_state()
@@ -489,6 +490,7 @@ class SimulatedKeithley2450:
             self.received.append(line)
             fate = self._fate()
             if fate == "disconnect":
+                self._count_fault(fate)
                 raise _Close()
             replies = []
             for command in split_commands(line):
@@ -502,11 +504,23 @@ class SimulatedKeithley2450:
             if not replies:
                 return None
             reply = ";".join(replies)
+            if fate != "ok":
+                self._count_fault(fate)  # only a reply can be dropped or garbled
             if fate == "no_reply":
                 return None
             if fate == "garbled":
                 return "".join(self._rng.choice("#%&@!~^?*<>|") for _ in reply)
             return reply
+
+    @property
+    def faults_injected(self) -> dict[str, int]:
+        """How many of each wire fault this simulator has put on the wire so far (a drawn
+        no_reply or garbled fate on a line with no reply injects nothing and is not counted)."""
+        with self._lock:
+            return dict(self._injected)
+
+    def _count_fault(self, fate: str) -> None:
+        self._injected[fate] = self._injected.get(fate, 0) + 1
 
     def _fate(self) -> str:
         f = self.fault
