@@ -248,13 +248,14 @@ def parse_read(reply: str, command_set: str) -> tuple[float, float]:
 
 
 def parse_watched(reply: str, source: str = "CURR") -> tuple[Reading, bool]:
-    """A 2450 ``READ, SOUR, SOURSTAT`` reading and whether the output was on (SOURSTAT bit 7):
-    ``parse_watched("2.1E-02,1.13E-03,1.28E+02") -> (Reading(0.021, 0.00113, False), True)``"""
-    reading = parse_reading(reply, "2450", source)
-    fields = reply.strip().split(",")
-    if len(fields) != 3:
-        raise InstrumentProtocolError(f"2450 reading needs V,I,status, got {reply!r}")
-    return reading, bool(_status(fields[2]) & STAT_2450_OUTPUT)
+    """The reply to ``*TRG;:FETC? ...;:OUTP?``: the model's latest 2450 reading (``READ, SOUR,
+    SOURSTAT``) and whether the output is on now:
+    ``parse_watched("2.1E-02,1.13E-03,1.28E+02;1") -> (Reading(0.021, 0.00113, False), True)``
+    (the buffered reading may predate the model switching the output off: ``:OUTP?`` says)."""
+    reading_text, sep, output_text = reply.strip().rpartition(";")
+    if not sep:
+        raise InstrumentProtocolError(f"2450 reading needs V,I,status;output, got {reply!r}")
+    return parse_reading(reading_text, "2450", source), parse_bool(output_text)
 
 
 def parse_error(reply: str) -> tuple[int, str]:
@@ -570,7 +571,7 @@ class Keithley2450:
             return self._query(self.scpi.read,
                                lambda r: parse_reading(r, self.command_set, source),
                                reconnect=True)
-        reading, on = self._query("*TRG;" + FETCH_2450,
+        reading, on = self._query(f"*TRG;{FETCH_2450};{self.scpi.output_query}",
                                   lambda r: parse_watched(r, source), reconnect=True)
         if not on:
             self._model_running = False

@@ -82,6 +82,8 @@ def sim2450(clock: VirtualClock) -> Iterator[SimulatedKeithley2450]:
 
 def driver(sim: SimulatedKeithley2450, clock: VirtualClock, rm: pyvisa.ResourceManager,
            **kw: object) -> Keithley2450:
+    """The one-shot command flow (no host watchdog: tests/test_keithley_watchdog.py has it)."""
+    kw.setdefault("host_watchdog_s", None)
     return Keithley2450(sim.resource, command_set=sim.command_set, now=clock.now,
                         resource_manager=rm, **kw)  # type: ignore[arg-type]
 

@@ -52,6 +52,7 @@ def ticking(step_s: float = 1.0):
 
 
 def smu(dev: ScpiReplay, rm, command_set: str = "2450", **kw) -> Keithley2450:
+    kw.setdefault("host_watchdog_s", None)  # the watchdog's pairs: test_keithley_watchdog.py
     return Keithley2450(dev.resource, command_set=command_set, resource_manager=rm,
                         timeout_s=2.0, **kw)
 
