@@ -57,7 +57,25 @@ Potentiostatic steps (``start_potential``): the current limit (2450 ``:SOUR:VOLT
 "CURR"``; the 2450's reading is then I, V, status (READ is the measured value). A reading in the
 limit switches the output off. At the step's end the cell goes back to 0 A (current source).
 
+The host watchdog (2450, ``host_watchdog_s``, default 60 s; None: none). A killed host must not
+leave the cell driven, so every step, once its output is on and confirmed, loads and starts a
+trigger model (:func:`watchdog_model`): measure into defbuffer1, then, if no ``*TRG`` arrived
+since the last check for N checks in a row, a source-output-OFF block; else wait one period and
+measure again. Each read sends ``*TRG`` with it (``*TRG;:FETC? ...;:OUTP?``: the model's latest
+reading, and whether the output is still on), so the output has no gap while the host reads and
+goes off within the bound (:func:`watchdog_plan`) once it stops. A read that finds the output
+off raises :class:`WatchdogTripped`. Settings change only after ``:ABOR`` (a step's setup, the
+0 A rest after it, which runs the watchdog again); output-off sends ``:ABOR`` after ``:OUTP OFF``
+(the model may be a dead host's). The 2400 command set has no trigger model: there the output
+stays unbounded without the host, and the constructor logs a warning saying so.
+
 Not here: EIS (the 2450 has no impedance analyser; ``eis`` raises).
+
+A step's setup is idempotent and read back (compliance, the error queue, ``:OUTP?``): a
+dropped connection or a lost or garbled reply anywhere in it is cured by a new connection and
+the whole setup sent again, ``SETUP_ATTEMPTS`` times; a refusal (:class:`StepRefused`) is not
+retried. Every retried attempt (setup, query, reading) is recorded in ``retried``
+(:class:`drivers.base.RetriedFaults`): the engine logs each as an event.
 
 Transport faults: a timeout (VI_ERROR_TMO) or a garbled reply is retried ``retries`` times with a
 bounded exponential backoff, and the input is drained before each retry so a late reply cannot
@@ -396,6 +414,7 @@ class Keithley2450:
         self.watchdog_bound_s: float | None = None  # the running step's, once armed
         self._model_running = False  # our watchdog trigger model runs on the instrument
         self._interval_s = 1.0  # how often the host reads the running step
+        self._said: set[WatchdogPlan] = set()  # lengthened bounds already warned about
         self.resource_name = resource
         self.command_set = command_set
         self.scpi = COMMAND_SETS[command_set]
@@ -767,7 +786,8 @@ class Keithley2450:
             return
         assert self.host_watchdog_s is not None
         plan = watchdog_plan(self._interval_s, self.host_watchdog_s)
-        if plan.bound_s > self.host_watchdog_s * (1 + 1e-9):
+        if plan.bound_s > self.host_watchdog_s * (1 + 1e-9) and plan not in self._said:
+            self._said.add(plan)  # once per interval, not at every step
             log.warning("%s: reading every %g s, the output is bounded to %g s without the "
                         "host, not the %g s asked (read more often to honour it)",
                         self.resource_name, self._interval_s, plan.bound_s,

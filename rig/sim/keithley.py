@@ -32,8 +32,23 @@ SOUR (the current), SOURSTAT (bit 5 = 32 the source was limited, bit 7 = 128 out
 REL (seconds since the output went on), UNIT, SOURUNIT; without elements, the potential alone.
 On the 2400 ``:READ?`` gives ``V,I,R,t,status`` (R = 9.91E37, not measured; status bit 3 = 8 is
 compliance), or the subset ``:FORM:ELEM`` chose, always in that order.
+Trigger model (2450, the blocks the rig's watchdog uses; reference manual section 6 TRIGger):
+``:TRIG:LOAD "Empty"``, ``:TRIG:BLOC:MEAS <n>[, "defbuffer1"[, 1]]``, ``:TRIG:BLOC:DEL:CONS <n>,
+<s>``, ``:TRIG:BLOC:BRAN:EVEN <n>, COMM, <to>`` (COMMand = ``*TRG``), ``:TRIG:BLOC:BRAN:COUN <n>,
+<count>, <to>``, ``:TRIG:BLOC:BRAN:COUN:RES <n>, <counter>``, ``:TRIG:BLOC:BRAN:ALW <n>, <to>``,
+``:TRIG:BLOC:SOUR:STAT <n>, ON|OFF``, ``:INIT``, ``:ABOR`` (the output stays as it is),
+``*TRG``, ``:TRIG:STAT?``, and the buffer: ``:FETC? ["defbuffer1"[, <elements>]]`` (the latest
+reading), ``:TRAC:ACT?``. The model runs lazily: before every received line and every look at
+``output_on`` it is brought up to ``clock.now()``, each block at the model's own time (blocks
+take no time, a delay its time, a measure block reads the cell at that instant), so on the
+virtual clock the output goes off exactly when the instrument would switch it off. A counter
+branches while its count (incremented on arrival) is below the target; a branch-on-event
+clears the ``*TRG`` it takes (assumed from the manual; ``:INIT`` clears it too). Defining
+blocks, ``:INIT`` or ``:READ?`` while the model runs: -221 settings conflict.
+
 Errors: -113 undefined header, -109 missing parameter, -104 data type error, -224 illegal
-parameter value, -222 data out of range (the setting is left unchanged), -350 queue overflow.
+parameter value, -222 data out of range (the setting is left unchanged), -350 queue overflow,
+-221 settings conflict, -230 (``:FETC?`` of an empty buffer).
 
 Measurement. The cell lives from one event to the next: every ``:READ?``, and every command that
 changes what drives it (output, level, function, ``*RST``), first advances the cell from the
@@ -58,6 +73,9 @@ Faults (``FaultProfile``, seeded ``random.Random``; one draw per received line):
 state and keeps sourcing, as when a LAN cable is pulled; a new connection is accepted); for a
 query, with rate ``no_reply`` the reply is dropped (the command ran; the host times out) and with
 rate ``garbled`` it is replaced by printable junk of the same length. Set ``sim.fault`` at any time.
+
+``faults_injected``: how many of each fault it has put on the wire (a drawn no_reply/garbled
+on a line with no reply is not a fault and is not counted).
 
 For tests: ``received`` is every command line the instrument got, in order (faults included).
 """
