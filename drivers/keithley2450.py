@@ -880,35 +880,38 @@ class Keithley2450:
 
     def _query(self, command: str, parse: Callable[[str], Any] = str, *,
                reconnect: bool = False) -> Any:
-        """Write, read one line, parse; timeouts and garbled replies retried with backoff.
-        ``reconnect``: a dropped connection is reopened and the query asked again (for a
-        reading: the instrument kept sourcing; output-off has its own reconnecting loop)."""
-        last: InstrumentError | None = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                self._backoff(attempt - 1)
+        """Write, read one line, parse; timeouts and garbled replies retried ``retries`` times
+        with backoff. ``reconnect``: a dropped connection is reopened and the query asked again,
+        up to ``SETUP_ATTEMPTS - 1`` times (for a reading: the instrument kept sourcing;
+        output-off has its own reconnecting loop). Every retried attempt is in ``retried``."""
+        failed = dropped = 0
+        while True:
+            if failed or dropped:
+                self._backoff(min(failed + dropped, self.retries + 1) - 1)
                 self._drain()
             try:
                 self._write(command)
                 return parse(self._read_line(command))
             except (InstrumentTimeout, InstrumentProtocolError) as exc:
-                last = exc
                 if isinstance(exc, InstrumentTimeout) and self._peer_closed():
-                    last = InstrumentGone(
+                    gone = InstrumentGone(
                         f"{self.resource_name} closed the connection ({command!r})")
-                    if not reconnect or attempt == self.retries:
-                        raise last from None
+                    if not reconnect or dropped == SETUP_ATTEMPTS - 1:
+                        raise gone from None
+                    dropped += 1
+                    self.retried.record(f"InstrumentGone: {gone}; reconnected, asked again")
                     self._reconnect()  # the instrument kept its state: ask again
-                if attempt < self.retries:
-                    self.retried.record(f"{type(last).__name__}: {last}; asked again")
+                    continue
+                failed += 1
+                if failed > self.retries:
+                    raise type(exc)(f"{exc} (after {failed} tries)") from None
+                self.retried.record(f"{type(exc).__name__}: {exc}; asked again")
             except InstrumentGone as exc:
-                last = exc
-                if not reconnect or attempt == self.retries:
+                if not reconnect or dropped == SETUP_ATTEMPTS - 1:
                     raise
+                dropped += 1
                 self.retried.record(f"{type(exc).__name__}: {exc}; reconnected, asked again")
                 self._reconnect()  # raises InstrumentGone itself if the instrument is not there
-        assert last is not None
-        raise type(last)(f"{last} (after {self.retries + 1} tries)")
 
     def _resource(self) -> Any:
         if self._res is None:
