@@ -634,8 +634,11 @@ class Keithley2450:
                     return
                 failures.append(":OUTP? still reads 1")
             except InstrumentError as exc:
-                failures.append(str(exc))
+                failures.append(f"{type(exc).__name__}: {exc}")
                 self._disconnect()  # the next attempt starts on a fresh connection
+            if attempt < OFF_ATTEMPTS - 1:
+                self.retried.record(f"output off: {failures[-1]}; tried again on a new "
+                                    "connection")
         raise OutputNotConfirmedOff(
             f"{self.resource_name}: output-off not confirmed after {OFF_ATTEMPTS} attempts "
             f"with reconnects; THE OUTPUT MAY STILL BE ON (last: {failures[-1]})")

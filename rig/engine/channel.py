@@ -620,6 +620,7 @@ class ChannelRunner:
             ctx.writer.event(ctx.run_key, self.channel, ctx.clock.now(), "error",
                              EventKind.OUTPUT_OFF,
                              f"could not switch the output off: {exc}")
+        self._log_retried()  # output-off's own retries (a link that dropped as it ended)
 
 
 def _copy_totals(new: StepTotals, totals: StepTotals) -> None:
