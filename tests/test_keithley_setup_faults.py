@@ -72,7 +72,10 @@ def test_a_setup_that_keeps_failing_raises_after_its_attempts_with_the_output_of
         smu = smu_on(dev, rm)
         with pytest.raises(InstrumentGone):
             smu.start_current(1.13e-3, 1.0, 60.0, -1.0, 1.0)
-        assert smu.retried.take()[0] == SETUP_ATTEMPTS - 1  # the last one is the raised error
+        count, why = smu.retried.take()
+        # every attempt but the raised last one, then output-off's first try on the dead link
+        assert count == SETUP_ATTEMPTS and sum("step setup" in w for w in why) == count - 1
+        assert why[-1].startswith("output off:")
         smu._disconnect()
 
 
