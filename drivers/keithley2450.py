@@ -57,7 +57,25 @@ Potentiostatic steps (``start_potential``): the current limit (2450 ``:SOUR:VOLT
 "CURR"``; the 2450's reading is then I, V, status (READ is the measured value). A reading in the
 limit switches the output off. At the step's end the cell goes back to 0 A (current source).
 
+The host watchdog (2450, ``host_watchdog_s``, default 60 s; None: none). A killed host must not
+leave the cell driven, so every step, once its output is on and confirmed, loads and starts a
+trigger model (:func:`watchdog_model`): measure into defbuffer1, then, if no ``*TRG`` arrived
+since the last check for N checks in a row, a source-output-OFF block; else wait one period and
+measure again. Each read sends ``*TRG`` with it (``*TRG;:FETC? ...;:OUTP?``: the model's latest
+reading, and whether the output is still on), so the output has no gap while the host reads and
+goes off within the bound (:func:`watchdog_plan`) once it stops. A read that finds the output
+off raises :class:`WatchdogTripped`. Settings change only after ``:ABOR`` (a step's setup, the
+0 A rest after it, which runs the watchdog again); output-off sends ``:ABOR`` after ``:OUTP OFF``
+(the model may be a dead host's). The 2400 command set has no trigger model: there the output
+stays unbounded without the host, and the constructor logs a warning saying so.
+
 Not here: EIS (the 2450 has no impedance analyser; ``eis`` raises).
+
+A step's setup is idempotent and read back (compliance, the error queue, ``:OUTP?``): a
+dropped connection or a lost or garbled reply anywhere in it is cured by a new connection and
+the whole setup sent again, ``SETUP_ATTEMPTS`` times; a refusal (:class:`StepRefused`) is not
+retried. Every retried attempt (setup, query, reading) is recorded in ``retried``
+(:class:`drivers.base.RetriedFaults`): the engine logs each as an event.
 
 Transport faults: a timeout (VI_ERROR_TMO) or a garbled reply is retried ``retries`` times with a
 bounded exponential backoff, and the input is drained before each retry so a late reply cannot
@@ -70,6 +88,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import math
 import re
 import select
@@ -91,8 +110,11 @@ from drivers.base import (
     InstrumentTimeout,
     OutputNotConfirmedOff,
     Ranges,
+    RetriedFaults,
     Sample,
 )
+
+log = logging.getLogger(__name__)
 
 MAX_CURRENT_A = 1.05  # the 1 A range, with its 5 % over-range
 MAX_POTENTIAL_V = 21.0  # the default compliance, and the 20 V range the rig uses
@@ -100,6 +122,7 @@ MAX_BACKOFF_S = 1.0
 END_EPS_S = 1e-6  # a step has ended when t >= duration - END_EPS_S (clock float resolution)
 MAX_ERRORS = 64  # errors() stops after this many, in case the queue never reports 0
 OFF_ATTEMPTS = 4  # output_off: tries, each on a fresh connection after a failed one
+SETUP_ATTEMPTS = 5  # a step's setup: tries, each on a fresh connection after a failed one
 
 # 2450 source status (SOURSTAT element): bit 5 the source was limited (in compliance), bit 7 on.
 STAT_2450_LIMIT = 32
@@ -107,6 +130,13 @@ STAT_2450_OUTPUT = 128
 # 2400 status word (5th field of :READ?): bit 3 real compliance.
 STAT_2400_COMPLIANCE = 8
 OVERFLOW = 9.9e37  # both models send 9.9E37 (2400: 9.91E37) for "no value"
+# the host watchdog (2450 trigger model, see watchdog_plan)
+WATCHDOG_CHECKS_PER_BOUND = 8  # the model checks for *TRG at least this often per bound
+MIN_PERIOD_S = 0.05  # the fastest the model measures and checks
+MAX_DELAY_S = 10_000.0  # the longest constant delay block
+MEASURE_ALLOWANCE_S = 0.05  # one measure block at NPLC 1 (20 ms) and the blocks around it
+HOST_SLACK_S = 5.0  # how late the host may read beyond 1.5 intervals before the model trips
+FETCH_2450 = ':FETC? "defbuffer1", READ, SOUR, SOURSTAT'  # the latest reading of the model
 
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d{1,4})?", re.ASCII)
 _ERROR = re.compile(r'([+-]?\d{1,9})\s*,\s*"?([^"]*)"?', re.ASCII)
@@ -137,6 +167,7 @@ class CommandSet:
     nplc: str = ":SENS:VOLT:NPLC 1"  # power-line cycles per reading
     output: str = ":OUTP {}"  # ON | OFF
     output_query: str = ":OUTP?"
+    abort: str = ":ABOR"  # stop the trigger model (the output stays as it is)
     clear_status: str = "*CLS"
     error_query: str = ":SYST:ERR?"
     idn: str = "*IDN?"
@@ -158,6 +189,11 @@ COMMAND_SETS: dict[str, CommandSet] = {
         off_state=":OUTP:SMOD HIMP",
         read=":READ?"),
 }
+
+
+class StepRefused(InstrumentProtocolError):
+    """The instrument answered and refused a step's setting (a compliance that reads back
+    otherwise, an error queued during the setup): asking again would not help."""
 
 
 # ----------------------------------------------------------------- pure parsing (fuzzable)
@@ -229,6 +265,17 @@ def parse_read(reply: str, command_set: str) -> tuple[float, float]:
     return v, i
 
 
+def parse_watched(reply: str, source: str = "CURR") -> tuple[Reading, bool]:
+    """The reply to ``*TRG;:FETC? ...;:OUTP?``: the model's latest 2450 reading (``READ, SOUR,
+    SOURSTAT``) and whether the output is on now:
+    ``parse_watched("2.1E-02,1.13E-03,1.28E+02;1") -> (Reading(0.021, 0.00113, False), True)``
+    (the buffered reading may predate the model switching the output off: ``:OUTP?`` says)."""
+    reading_text, sep, output_text = reply.strip().rpartition(";")
+    if not sep:
+        raise InstrumentProtocolError(f"2450 reading needs V,I,status;output, got {reply!r}")
+    return parse_reading(reading_text, "2450", source), parse_bool(output_text)
+
+
 def parse_error(reply: str) -> tuple[int, str]:
     """``parse_error('-113,"Undefined header"') -> (-113, 'Undefined header')``"""
     m = _ERROR.fullmatch(reply.strip())
@@ -245,6 +292,76 @@ def parse_bool(reply: str) -> bool:
     if t in ("0", "OFF"):
         return False
     raise InstrumentProtocolError(f"not a boolean: {reply!r}")
+
+
+class WatchdogPlan(NamedTuple):
+    """How the 2450's trigger model guards a step: measure and check every ``period_s``; after
+    ``checks`` checks in a row with no ``*TRG`` from the host, output off. ``bound_s``: the
+    longest the output stays on after the host's last read."""
+
+    period_s: float
+    checks: int
+    bound_s: float
+
+
+def watchdog_plan(interval_s: float, watchdog_s: float) -> WatchdogPlan:
+    """The trigger model's period and count for a host that reads every ``interval_s``.
+
+    A check sees a ``*TRG`` sent any time since the previous check, so the output goes off at
+    most (checks + 1) periods after the host's last read, and a host that reads every
+    interval never trips it while checks x period exceeds the interval (with slack for a late
+    read). The whole bound is used as tolerance when it can be; a bound shorter than about
+    1.5 intervals cannot be honoured without tripping a live host, so then ``bound_s`` is
+    longer than asked (the caller should say so).
+
+    >>> watchdog_plan(10.0, 60.0)
+    WatchdogPlan(period_s=7.5, checks=6, bound_s=52.85)
+    >>> watchdog_plan(60.0, 60.0).bound_s > 60    # records less often than the bound allows
+    True
+    """
+    if not (interval_s > 0 and watchdog_s > 0):
+        raise ValueError(f"interval and watchdog must be > 0 s, not {interval_s!r}, "
+                         f"{watchdog_s!r}")
+    period = min(max(min(interval_s, watchdog_s / WATCHDOG_CHECKS_PER_BOUND), MIN_PERIOD_S),
+                 MAX_DELAY_S)
+    loop = period + MEASURE_ALLOWANCE_S
+    checks = max(2, math.floor(watchdog_s / loop) - 1)
+    needed = 1.5 * interval_s + HOST_SLACK_S
+    if checks * period < needed:
+        checks = math.ceil(needed / period)
+    return WatchdogPlan(period, checks, round((checks + 1) * loop, 6))
+
+
+def watchdog_model(plan: WatchdogPlan) -> list[str]:
+    """The 2450 trigger model (SCPI, reference manual 2450-901-01, section 6 TRIGger) that
+    measures every period and switches the output off after ``plan.checks`` checks in a row
+    without a ``*TRG``. It never switches the output on (the host does, after compliance)::
+
+        1 measure into defbuffer1
+        2 a *TRG (COMMand event) since the last check?  -> 5
+        3 fewer than N silent checks in a row?          -> 6 (counter, incremented here)
+        4                                               -> 8
+        5 reset the counter of block 3
+        6 wait one period
+        7                                               -> 1
+        8 source output OFF; the model ends
+    """
+    return [
+        ':TRIG:LOAD "Empty"',
+        ':TRIG:BLOC:MEAS 1, "defbuffer1"',
+        ":TRIG:BLOC:BRAN:EVEN 2, COMM, 5",
+        f":TRIG:BLOC:BRAN:COUN 3, {plan.checks}, 6",
+        ":TRIG:BLOC:BRAN:ALW 4, 8",
+        ":TRIG:BLOC:BRAN:COUN:RES 5, 3",
+        f":TRIG:BLOC:DEL:CONS 6, {plan.period_s:.6g}",
+        ":TRIG:BLOC:BRAN:ALW 7, 1",
+        ":TRIG:BLOC:SOUR:STAT 8, OFF",
+        ":INIT",
+    ]
+
+
+class WatchdogTripped(InstrumentProtocolError):
+    """The instrument's own watchdog switched the output off: the host read too late."""
 
 
 def compliance_for(e_min_V: float, e_max_V: float) -> float:
@@ -277,12 +394,27 @@ class Keithley2450:
         self, resource: str, *, command_set: str = "2450", timeout_s: float = 2.0,
         retries: int = 2, resource_manager: pyvisa.ResourceManager | None = None,
         now: Callable[[], float] = time.monotonic, backoff_s: float = 0.05,
+        host_watchdog_s: float | None = 60.0,
     ) -> None:
         if command_set not in COMMAND_SETS:
             raise ValueError(f"command_set must be one of {sorted(COMMAND_SETS)}, "
                              f"not {command_set!r}")
         if timeout_s <= 0 or retries < 0 or backoff_s < 0:
             raise ValueError("timeout_s must be > 0, retries and backoff_s >= 0")
+        if host_watchdog_s is not None and not (host_watchdog_s > 0):
+            raise ValueError(f"host_watchdog_s must be > 0 s (or None: no bound), "
+                             f"not {host_watchdog_s!r}")
+        self.host_watchdog_s = host_watchdog_s
+        # the 2450's trigger model bounds the output without the host; the 2400 has none
+        self.watchdog = command_set == "2450" and host_watchdog_s is not None
+        if command_set != "2450" and host_watchdog_s is not None:
+            log.warning("%s: the %s command set has no trigger model: its output is NOT "
+                        "switched off if the host dies (host_watchdog ignored)", resource,
+                        command_set)
+        self.watchdog_bound_s: float | None = None  # the running step's, once armed
+        self._model_running = False  # our watchdog trigger model runs on the instrument
+        self._interval_s = 1.0  # how often the host reads the running step
+        self._said: set[WatchdogPlan] = set()  # lengthened bounds already warned about
         self.resource_name = resource
         self.command_set = command_set
         self.scpi = COMMAND_SETS[command_set]
@@ -300,6 +432,7 @@ class Keithley2450:
         self._source = "CURR"  # what the instrument sources: CURR or VOLT
         self._sense = "VOLT"  # what it measures
         self._step: _Step | None = None
+        self.retried = RetriedFaults()  # failed attempts that were retried: the engine logs them
         self._open()
 
     # --- connection
@@ -358,6 +491,7 @@ class Keithley2450:
     def reset(self) -> None:
         """``*RST``: output off, every setting to its default (compliance disarmed)."""
         self._write(self.scpi.reset)
+        self._model_running = False
         self._configured = False
         self._compliance_V = None
         self._step = None
@@ -394,7 +528,7 @@ class Keithley2450:
         armed = self._query(self.scpi.current_limit_query, parse_number)
         if not math.isclose(armed, i_limit_A, rel_tol=1e-5, abs_tol=1e-12):
             errs = self._errors_quietly()
-            raise InstrumentProtocolError(
+            raise StepRefused(
                 f"the {self.scpi.model} did not accept a {i_limit_A:g} A current limit (it reads "
                 f"{armed:g} A{'; errors: ' + _fmt_errors(errs) if errs else ''})")
         self._current_limit_A = armed
@@ -428,7 +562,7 @@ class Keithley2450:
         armed = self._query(self.scpi.compliance_query, parse_number)
         if not math.isclose(armed, v_limit_V, rel_tol=1e-5, abs_tol=1e-9):
             errs = self._errors_quietly()
-            raise InstrumentProtocolError(
+            raise StepRefused(
                 f"the {self.scpi.model} did not accept a {v_limit_V:g} V compliance (it reads "
                 f"{armed:g} V{'; errors: ' + _fmt_errors(errs) if errs else ''})")
         self._compliance_V = armed
@@ -448,16 +582,28 @@ class Keithley2450:
         return v, i
 
     def read(self) -> Reading:
-        """One reading with its compliance flag."""
+        """One reading with its compliance flag. With the watchdog running: ``*TRG`` (the
+        host is alive) and the model's latest reading; an output the model switched off is
+        :class:`WatchdogTripped`."""
         source = self._source
-        return self._query(self.scpi.read, lambda r: parse_reading(r, self.command_set, source),
-                           reconnect=True)
+        if not self._model_running:
+            return self._query(self.scpi.read,
+                               lambda r: parse_reading(r, self.command_set, source),
+                               reconnect=True)
+        reading, on = self._query(f"*TRG;{FETCH_2450};{self.scpi.output_query}",
+                                  lambda r: parse_watched(r, source), reconnect=True)
+        if not on:
+            self._model_running = False
+            raise WatchdogTripped(
+                f"{self.resource_name}: the instrument's host watchdog switched the output off "
+                f"(no read within {self.watchdog_bound_s} s)")
+        return reading
 
     def output(self, on: bool) -> None:
         """``:OUTP ON|OFF``; on only after compliance was armed and read back."""
         armed = self._current_limit_A if self._source == "VOLT" else self._compliance_V
         if on and armed is None:
-            raise InstrumentProtocolError("refusing output on: compliance not armed")
+            raise StepRefused("refusing output on: compliance not armed")
         self._write(self.scpi.output.format("ON" if on else "OFF"))
 
     def output_is_on(self) -> bool:
@@ -481,12 +627,18 @@ class Keithley2450:
                 if self._res is None:
                     self._reconnect()
                 self._write(self.scpi.output.format("OFF"))
+                if self.watchdog:  # off first, then stop the model (it may be another host's)
+                    self._write(self.scpi.abort)
+                    self._model_running = False
                 if not self.output_is_on():
                     return
                 failures.append(":OUTP? still reads 1")
             except InstrumentError as exc:
-                failures.append(str(exc))
+                failures.append(f"{type(exc).__name__}: {exc}")
                 self._disconnect()  # the next attempt starts on a fresh connection
+            if attempt < OFF_ATTEMPTS - 1:
+                self.retried.record(f"output off: {failures[-1]}; tried again on a new "
+                                    "connection")
         raise OutputNotConfirmedOff(
             f"{self.resource_name}: output-off not confirmed after {OFF_ATTEMPTS} attempts "
             f"with reconnects; THE OUTPUT MAY STILL BE ON (last: {failures[-1]})")
@@ -514,12 +666,12 @@ class Keithley2450:
     ) -> None:
         """Galvanostatic step: arm compliance to the window, source, check errors, output on."""
         limit = compliance_for(e_min_V, e_max_V)
-        self._begin(current_A, limit, duration_s, e_min_V, e_max_V)
+        self._begin(current_A, limit, duration_s, e_min_V, e_max_V, interval_s)
 
     def start_open_circuit(self, interval_s: float, duration_s: float) -> None:
         """Rest: 0 A sourced, output on, compliance the last window's (or 21 V)."""
         limit = self._compliance_V or MAX_POTENTIAL_V
-        self._begin(0.0, limit, duration_s, None, None)
+        self._begin(0.0, limit, duration_s, None, None, interval_s)
 
     def start_potential(
         self, potential_V: float, interval_s: float, duration_s: float, i_max_A: float,
@@ -532,46 +684,70 @@ class Keithley2450:
         if not (math.isfinite(potential_V) and abs(potential_V) <= MAX_POTENTIAL_V):
             raise ValueError(f"potential {potential_V!r} V is outside +-{MAX_POTENTIAL_V} V")
         self._step = None
-        try:
-            if not self._configured:
-                self.configure()
+
+        def setup() -> None:
             self.arm_current_limit(min(i_max_A, MAX_CURRENT_A))
             self.source_voltage(potential_V)
             self._sense_to("CURR")
-            errs = self.errors()
-            if errs:
-                raise InstrumentProtocolError(
-                    f"the {self.scpi.model} refused the step setup: {_fmt_errors(errs)}")
-        except InstrumentError:
-            self._off_quietly()
-            raise
-        self.output(True)
+        self._set_up_step(setup, interval_s)
         self._step = _Step(self._now(), duration_s, None, None)
 
     def _begin(
         self, current_A: float, limit_V: float, duration_s: float,
-        e_min_V: float | None, e_max_V: float | None,
+        e_min_V: float | None, e_max_V: float | None, interval_s: float,
     ) -> None:
         if not duration_s > 0:
             raise ValueError(f"duration must be > 0 s, not {duration_s!r}")
         if not (math.isfinite(current_A) and abs(current_A) <= MAX_CURRENT_A):
             raise ValueError(f"current {current_A!r} A is outside +-{MAX_CURRENT_A} A")
         self._step = None
-        try:
-            if not self._configured:
-                self.configure()
+
+        def setup() -> None:
             self.arm_compliance(limit_V)
             self.source_current(current_A)
             self._sense_to("VOLT")
-            errs = self.errors()
-            if errs:
-                raise InstrumentProtocolError(
-                    f"the {self.scpi.model} refused the step setup: {_fmt_errors(errs)}")
-        except InstrumentError:
-            self._off_quietly()  # a refused step leaves the output off, never half set up
-            raise
-        self.output(True)
+        self._set_up_step(setup, interval_s)
         self._step = _Step(self._now(), duration_s, e_min_V, e_max_V)
+
+    def _set_up_step(self, setup: Callable[[], None], interval_s: float) -> None:
+        """A step's whole configuration, then output on, confirmed by ``:OUTP?``, then (2450)
+        the watchdog trigger model that switches it off if the host stops reading.
+
+        Every setting is idempotent and read back (compliance, the error queue, the output),
+        so a dropped connection or a lost or garbled reply anywhere in it is cured by a new
+        connection and the whole setup sent again, up to ``SETUP_ATTEMPTS`` times; each
+        failed attempt is recorded in ``retried``. A refusal (:class:`StepRefused`) is not
+        retried. Whatever fails in the end leaves the output off, never half set up."""
+        if not (math.isfinite(interval_s) and interval_s > 0):
+            raise ValueError(f"interval must be > 0 s, not {interval_s!r}")
+        self._interval_s = interval_s
+        for attempt in range(SETUP_ATTEMPTS):
+            try:
+                if attempt:
+                    self._backoff(attempt - 1)
+                    self._reconnect()
+                self._stop_model()  # settings are not changed under a running model
+                if not self._configured:
+                    self.configure()
+                setup()
+                errs = self.errors()
+                if errs:
+                    raise StepRefused(
+                        f"the {self.scpi.model} refused the step setup: {_fmt_errors(errs)}")
+                self.output(True)
+                if not self.output_is_on():  # the line was lost with a dropped connection
+                    raise InstrumentProtocolError(":OUTP? reads 0 after :OUTP ON")
+                self._start_model()
+                return
+            except StepRefused:
+                self._off_quietly()
+                raise
+            except InstrumentError as exc:
+                if attempt == SETUP_ATTEMPTS - 1:
+                    self._off_quietly()
+                    raise
+                self.retried.record(f"step setup: {type(exc).__name__}: {exc}; set up again "
+                                    "on a new connection")
 
     def read_samples(self, until_s: float) -> tuple[list[Sample], bool]:
         """ONE reading now (``until_s`` is not waited for); ended once t >= duration or on a trip.
@@ -600,15 +776,70 @@ class Keithley2450:
         """End the running step: source 0 A (output stays on, compliance armed)."""
         self._rest()
 
+    # --- the host watchdog (2450 trigger model)
+    def _stop_model(self) -> None:
+        if self.watchdog:
+            self._write(self.scpi.abort)
+            self._model_running = False
+
+    def _start_model(self) -> None:
+        """Load and start the watchdog model for the step's read interval; an instrument that
+        refuses a block refuses the step (:class:`StepRefused`)."""
+        if not self.watchdog:
+            return
+        assert self.host_watchdog_s is not None
+        plan = watchdog_plan(self._interval_s, self.host_watchdog_s)
+        if plan.bound_s > self.host_watchdog_s * (1 + 1e-9) and plan not in self._said:
+            self._said.add(plan)  # once per interval, not at every step
+            log.warning("%s: reading every %g s, the output is bounded to %g s without the "
+                        "host, not the %g s asked (read more often to honour it)",
+                        self.resource_name, self._interval_s, plan.bound_s,
+                        self.host_watchdog_s)
+        for line in watchdog_model(plan):
+            self._write(line)
+        self._model_running = True
+        self.watchdog_bound_s = plan.bound_s
+        errs = self.errors()
+        if errs:
+            raise StepRefused(f"the {self.scpi.model} refused the watchdog trigger model: "
+                              f"{_fmt_errors(errs)}")
+
     def _rest(self) -> None:
         if self._step is not None:
             self._step.ended = True
+        if self._model_running:
+            self._rest_watched()
+            return
         if self._source == "VOLT":  # the cell to open circuit: a current source at 0 A
             self._write(self.scpi.current.format(0.0))
             self._write(self.scpi.source_function)
             self._source = "CURR"
             return
         self._write(self.scpi.current.format(0.0))
+
+    def _rest_watched(self) -> None:
+        """0 A under the watchdog: stop the model, source 0 A, start it again (the output
+        stays on at 0 A only as long as the host keeps reading). Retried on new connections
+        like a step's setup; the error queue read at the end says every line arrived."""
+        for attempt in range(SETUP_ATTEMPTS):
+            try:
+                if attempt:
+                    self._backoff(attempt - 1)
+                    self._reconnect()
+                self._stop_model()
+                self._write(self.scpi.current.format(0.0))
+                if self._source == "VOLT":
+                    self._write(self.scpi.source_function)
+                    self._source = "CURR"
+                self._start_model()
+                return
+            except StepRefused:
+                raise
+            except InstrumentError as exc:
+                if attempt == SETUP_ATTEMPTS - 1:
+                    raise
+                self.retried.record(f"rest at 0 A: {type(exc).__name__}: {exc}; sent again "
+                                    "on a new connection")
 
     def eis(
         self, frequencies_Hz: Sequence[float], amplitude_V: float, dc_V: float | None = None
@@ -652,32 +883,38 @@ class Keithley2450:
 
     def _query(self, command: str, parse: Callable[[str], Any] = str, *,
                reconnect: bool = False) -> Any:
-        """Write, read one line, parse; timeouts and garbled replies retried with backoff.
-        ``reconnect``: a dropped connection is reopened and the query asked again (for a
-        reading: the instrument kept sourcing; output-off has its own reconnecting loop)."""
-        last: InstrumentError | None = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                self._backoff(attempt - 1)
+        """Write, read one line, parse; timeouts and garbled replies retried ``retries`` times
+        with backoff. ``reconnect``: a dropped connection is reopened and the query asked again,
+        up to ``SETUP_ATTEMPTS - 1`` times (for a reading: the instrument kept sourcing;
+        output-off has its own reconnecting loop). Every retried attempt is in ``retried``."""
+        failed = dropped = 0
+        while True:
+            if failed or dropped:
+                self._backoff(min(failed + dropped, self.retries + 1) - 1)
                 self._drain()
             try:
                 self._write(command)
                 return parse(self._read_line(command))
             except (InstrumentTimeout, InstrumentProtocolError) as exc:
-                last = exc
                 if isinstance(exc, InstrumentTimeout) and self._peer_closed():
-                    last = InstrumentGone(
+                    gone = InstrumentGone(
                         f"{self.resource_name} closed the connection ({command!r})")
-                    if not reconnect or attempt == self.retries:
-                        raise last from None
+                    if not reconnect or dropped == SETUP_ATTEMPTS - 1:
+                        raise gone from None
+                    dropped += 1
+                    self.retried.record(f"InstrumentGone: {gone}; reconnected, asked again")
                     self._reconnect()  # the instrument kept its state: ask again
+                    continue
+                failed += 1
+                if failed > self.retries:
+                    raise type(exc)(f"{exc} (after {failed} tries)") from None
+                self.retried.record(f"{type(exc).__name__}: {exc}; asked again")
             except InstrumentGone as exc:
-                last = exc
-                if not reconnect or attempt == self.retries:
+                if not reconnect or dropped == SETUP_ATTEMPTS - 1:
                     raise
+                dropped += 1
+                self.retried.record(f"{type(exc).__name__}: {exc}; reconnected, asked again")
                 self._reconnect()  # raises InstrumentGone itself if the instrument is not there
-        assert last is not None
-        raise type(last)(f"{last} (after {self.retries + 1} tries)")
 
     def _resource(self) -> Any:
         if self._res is None:

@@ -2,8 +2,9 @@
 
 Every instrument identifies and every sensor reads once; on each channel wired to a dummy
 resistor (``dummy_resistor`` in the station file) a small current gives E = I x R, a 3-cycle
-plating-stripping run completes with the charge it planned, and the output is off after the
-run ends and after an abort. The runs go through ``rig run`` as a user starts them.
+plating-stripping run completes with the charge it planned, the output is off after the
+run ends and after an abort, and a Keithley 2450 whose host stops reading switches its output
+off within its watchdog's bound. The runs go through ``rig run`` as a user starts them.
 """
 
 from __future__ import annotations
@@ -191,3 +192,40 @@ def test_an_aborted_run_leaves_the_output_off(tmp_path, station_file, config, du
             proc.wait()
     assert proc.returncode == 1, out + err  # ended early: aborted
     output_is_off_now(config, dummy)
+
+
+WATCHDOG_TEST_S = 8.0  # a short bound, so the test waits seconds, not the station's minute
+
+
+def test_a_keithley_whose_host_stops_reading_switches_its_output_off(config, dummy):
+    """The instrument stays safe without its host: the 2450's trigger-model watchdog switches
+    the output off within its bound once the host stops reading (the host here simply goes
+    silent and drops its connection, as a killed engine does)."""
+    from drivers.keithley2450 import Keithley2450
+
+    entry = config.instrument(dummy.instrument)
+    if getattr(entry, "driver", "") != "keithley2450" or entry.command_set != "2450":
+        pytest.skip("the watchdog is the Keithley 2450's (the 2400 command set has none)")
+    current = min(TARGET_V / dummy.dummy_resistor, MAX_TEST_CURRENT_A)
+    expected = current * dummy.dummy_resistor
+    host = Keithley2450(entry.resource, command_set="2450", host_watchdog_s=WATCHDOG_TEST_S)
+    try:
+        host.start_current(current, 0.2, 600.0, -4 * expected - 0.05, 4 * expected + 0.05)
+        for _ in range(3):
+            time.sleep(0.2)
+            host.read_samples(0.0)
+        bound = host.watchdog_bound_s
+        assert bound is not None and bound <= WATCHDOG_TEST_S
+    finally:
+        host._disconnect()  # the host is gone: no more reads, no output-off
+    t_gone = time.monotonic()
+    watcher = open_instrument(entry, RealClock())
+    try:
+        while watcher.output_is_on() and time.monotonic() - t_gone < bound + 10.0:
+            time.sleep(0.25)
+        on_for = time.monotonic() - t_gone
+        assert_output_off(watcher)
+        assert on_for <= bound + 1.0, f"the output stayed on {on_for:.1f} s (bound {bound} s)"
+    finally:
+        watcher.output_off()
+        watcher.close()

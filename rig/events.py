@@ -47,6 +47,7 @@ class EventKind(StrEnum):
     INSTRUMENT_FAULT = "instrument_fault"
     INSTRUMENT_TIMEOUT = "instrument_timeout"
     GARBLED_PACKAGE = "garbled_package"
+    INSTRUMENT_RETRIED = "instrument_retried"  # a failed attempt the driver retried
     OUTPUT_OFF = "output_off"        # switching an output off failed
     # the station's sensors and interlocks
     SENSOR_FAULT = "sensor_fault"

@@ -194,6 +194,7 @@ class ChannelRunner:
             ctx.writer.event(ctx.run_key, ch, ctx.clock.now(), "error", EventKind.BAD_PLAN,
                              str(exc))
         except InstrumentError as exc:
+            self._log_retried()  # the attempts that came before the one that failed
             await self._safe_off()
             ctx.writer.event(ctx.run_key, ch, ctx.clock.now(), "error",
                              EventKind.INSTRUMENT_FAULT, f"{type(exc).__name__}: {exc}")
@@ -543,7 +544,24 @@ class ChannelRunner:
                 ctx.writer.event(ctx.run_key, self.channel, ctx.clock.now(), "warning",
                                  EventKind.GARBLED_PACKAGE, f"package skipped: {why}")
             rejected.clear()
+        self._log_retried()
         return samples, ended
+
+    def _log_retried(self) -> None:
+        """One event per attempt the driver failed and retried (a step setup redone on a new
+        connection, a reply asked again): cured faults are faults on the wire all the same."""
+        retried = getattr(self.driver, "retried", None)
+        if retried is None:
+            return
+        count, kept = retried.take()
+        ctx = self.ctx
+        for why in kept:
+            ctx.writer.event(ctx.run_key, self.channel, ctx.clock.now(), "warning",
+                             EventKind.INSTRUMENT_RETRIED, why)
+        if count > len(kept):
+            ctx.writer.event(ctx.run_key, self.channel, ctx.clock.now(), "warning",
+                             EventKind.INSTRUMENT_RETRIED,
+                             f"{count - len(kept)} more failed attempts retried")
 
     async def _end_now(self) -> None:
         """An end asked from outside the plan (abort, overpressure): output off, then log."""
@@ -602,6 +620,7 @@ class ChannelRunner:
             ctx.writer.event(ctx.run_key, self.channel, ctx.clock.now(), "error",
                              EventKind.OUTPUT_OFF,
                              f"could not switch the output off: {exc}")
+        self._log_retried()  # output-off's own retries (a link that dropped as it ended)
 
 
 def _copy_totals(new: StepTotals, totals: StepTotals) -> None:

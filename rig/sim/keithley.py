@@ -32,8 +32,23 @@ SOUR (the current), SOURSTAT (bit 5 = 32 the source was limited, bit 7 = 128 out
 REL (seconds since the output went on), UNIT, SOURUNIT; without elements, the potential alone.
 On the 2400 ``:READ?`` gives ``V,I,R,t,status`` (R = 9.91E37, not measured; status bit 3 = 8 is
 compliance), or the subset ``:FORM:ELEM`` chose, always in that order.
+Trigger model (2450, the blocks the rig's watchdog uses; reference manual section 6 TRIGger):
+``:TRIG:LOAD "Empty"``, ``:TRIG:BLOC:MEAS <n>[, "defbuffer1"[, 1]]``, ``:TRIG:BLOC:DEL:CONS <n>,
+<s>``, ``:TRIG:BLOC:BRAN:EVEN <n>, COMM, <to>`` (COMMand = ``*TRG``), ``:TRIG:BLOC:BRAN:COUN <n>,
+<count>, <to>``, ``:TRIG:BLOC:BRAN:COUN:RES <n>, <counter>``, ``:TRIG:BLOC:BRAN:ALW <n>, <to>``,
+``:TRIG:BLOC:SOUR:STAT <n>, ON|OFF``, ``:INIT``, ``:ABOR`` (the output stays as it is),
+``*TRG``, ``:TRIG:STAT?``, and the buffer: ``:FETC? ["defbuffer1"[, <elements>]]`` (the latest
+reading), ``:TRAC:ACT?``. The model runs lazily: before every received line and every look at
+``output_on`` it is brought up to ``clock.now()``, each block at the model's own time (blocks
+take no time, a delay its time, a measure block reads the cell at that instant), so on the
+virtual clock the output goes off exactly when the instrument would switch it off. A counter
+branches while its count (incremented on arrival) is below the target; a branch-on-event
+clears the ``*TRG`` it takes (assumed from the manual; ``:INIT`` clears it too). Defining
+blocks, ``:INIT`` or ``:READ?`` while the model runs: -221 settings conflict.
+
 Errors: -113 undefined header, -109 missing parameter, -104 data type error, -224 illegal
-parameter value, -222 data out of range (the setting is left unchanged), -350 queue overflow.
+parameter value, -222 data out of range (the setting is left unchanged), -350 queue overflow,
+-221 settings conflict, -230 (``:FETC?`` of an empty buffer).
 
 Measurement. The cell lives from one event to the next: every ``:READ?``, and every command that
 changes what drives it (output, level, function, ``*RST``), first advances the cell from the
@@ -58,6 +73,9 @@ Faults (``FaultProfile``, seeded ``random.Random``; one draw per received line):
 state and keeps sourcing, as when a LAN cable is pulled; a new connection is accepted); for a
 query, with rate ``no_reply`` the reply is dropped (the command ran; the host times out) and with
 rate ``garbled`` it is replaced by printable junk of the same length. Set ``sim.fault`` at any time.
+
+``faults_injected``: how many of each fault it has put on the wire (a drawn no_reply/garbled
+on a line with no reply is not a fault and is not counted).
 
 For tests: ``received`` is every command line the instrument got, in order (faults included).
 """
@@ -100,6 +118,12 @@ DATA_TYPE_ERROR = (-104, "Data type error")
 ILLEGAL_VALUE = (-224, "Illegal parameter value")
 OUT_OF_RANGE = (-222, "Data out of range")
 QUEUE_OVERFLOW = (-350, "Queue overflow")
+SETTINGS_CONFLICT = (-221, "Settings conflict")  # e.g. :READ? while the trigger model runs
+NO_DATA = (-230, "Data corrupt or stale")  # :FETCh? of an empty buffer
+BUFFER_SIZE = 100_000  # defbuffer1's default capacity; it fills continuously (oldest dropped)
+MAX_DELAY_S = 10_000.0  # a constant delay block: 167 ns to 10 000 s, or 0
+MODEL_STEPS = 5_000_000  # blocks run per catch-up at most: a model with no delay cannot hang us
+_TRIGGER_EVENTS = {"COMM": "COMM", "COMMAND": "COMM"}  # *TRG (the only event simulated)
 
 # long form -> short form of every keyword the simulator knows
 _KEYWORDS = {
@@ -109,6 +133,11 @@ _KEYWORDS = {
     "PROTECTION": "PROT", "SENSE": "SENS", "OUTPUT": "OUTP", "STATE": "STAT", "SMODE": "SMOD",
     "SYSTEM": "SYST", "ERROR": "ERR", "NEXT": "NEXT", "FORMAT": "FORM", "ELEMENTS": "ELEM",
     "NPLCYCLES": "NPLC", "AUTO": "AUTO", "READ": "READ",
+    # the trigger model and the reading buffer
+    "TRIGGER": "TRIG", "BLOCK": "BLOC", "BRANCH": "BRAN", "EVENT": "EVEN", "COUNTER": "COUN",
+    "RESET": "RES", "ALWAYS": "ALW", "DELAY": "DEL", "CONSTANT": "CONS", "MEASURE": "MEAS",
+    "LOAD": "LOAD", "INITIATE": "INIT", "ABORT": "ABOR", "FETCH": "FETC", "TRACE": "TRAC",
+    "ACTUAL": "ACT",
 }
 _SHORT = set(_KEYWORDS.values())
 _DROPPED = {"LEV", "IMM", "AMPL", "NEXT"}  # optional nodes
@@ -336,6 +365,7 @@ class SimulatedKeithley2450:
         self._connections: set[socket.socket] = set()
         self._closed = False
         self._fault_seeded: FaultProfile | None = None
+        self._injected: dict[str, int] = {}
         self._rng = random.Random(0)
         self._power_on = clock.now()
         self._reset_state()
@@ -407,7 +437,7 @@ class SimulatedKeithley2450:
 
     # --- instrument state
     def _reset_state(self) -> None:
-        self.output_on = False
+        self._output_on = False
         self.source_function = "CURR"
         self.sense_function = "CURR"
         self.level_A = 0.0
@@ -421,6 +451,76 @@ class SimulatedKeithley2450:
         self._errors: deque[tuple[int, str]] = deque()
         self._on_since = self.clock.now()
         self._last = (0.0, 0.0)  # last potential V and current A
+        # the trigger model: blocks by number, run lazily up to each event (see _run_model)
+        self.blocks: dict[int, tuple[str, tuple[object, ...]]] = {}
+        self.model_running = False
+        self._pc = 1  # the block the model is at
+        self._model_t = self.clock.now()  # the model has run up to this clock time
+        self._delay_until: float | None = None  # in a delay block until then
+        self._counters: dict[int, int] = {}
+        self._trg_detected = False  # the *TRG event detector (cleared when a branch takes it)
+        self.model_off_at: float | None = None  # when a source-state block last switched off
+        self.buffer: deque[tuple[float, float, bool, bool, float]] = deque(maxlen=BUFFER_SIZE)
+
+    @property
+    def output_on(self) -> bool:
+        """Whether the output is on now (a running trigger model is brought up to now first)."""
+        with self._lock:
+            self._run_model(self.clock.now())
+            return self._output_on
+
+    # --- the trigger model (the blocks the rig uses; 2450 only)
+    def _run_model(self, until: float) -> None:
+        """Run the trigger model from where it stands up to clock time ``until``. Blocks take no
+        time but a delay; a measure block takes its reading at the model's own time."""
+        for _ in range(MODEL_STEPS):
+            if not self.model_running:
+                return
+            if self._delay_until is not None:
+                if self._delay_until > until:
+                    return
+                self._model_t, self._delay_until = self._delay_until, None
+                self._pc += 1
+                continue
+            block = self.blocks.get(self._pc)
+            if block is None:  # past the last block: the model ends
+                self.model_running = False
+                return
+            kind, args = block
+            if kind == "MEAS":
+                self._measure_at(self._model_t)
+                self._pc += 1
+            elif kind == "DEL":
+                self._delay_until = self._model_t + cast(float, args[0])
+            elif kind == "EVEN":
+                if self._trg_detected:
+                    self._trg_detected = False
+                    self._pc = cast(int, args[1])
+                else:
+                    self._pc += 1
+            elif kind == "COUN":
+                count = self._counters.get(self._pc, 0) + 1
+                self._counters[self._pc] = count
+                self._pc = cast(int, args[1]) if count < cast(int, args[0]) else self._pc + 1
+            elif kind == "RES":
+                self._counters[cast(int, args[0])] = 0
+                self._pc += 1
+            elif kind == "ALW":
+                self._pc = cast(int, args[0])
+            elif kind == "SOUR":
+                on = cast(bool, args[0])
+                if on != self._output_on:
+                    self._advance(at=self._model_t)
+                    self._output_on, self.limited = on, False
+                    if on:
+                        self._on_since = self._model_t
+                    else:
+                        self.model_off_at = self._model_t
+                self._pc += 1
+
+    def _measure_at(self, t: float) -> None:
+        e, i = self._advance(at=t)
+        self.buffer.append((e, i, self.limited, self._output_on, t))
 
     @property
     def errors(self) -> list[tuple[int, str]]:
@@ -436,16 +536,17 @@ class SimulatedKeithley2450:
         self._errors.append(error)
 
     # --- the cell
-    def _advance(self) -> tuple[float, float]:
-        """Bring the cell up to clock.now() with what drove it since the last event."""
-        now = self.clock.now()
+    def _advance(self, at: float | None = None) -> tuple[float, float]:
+        """Bring the cell up to ``at`` (default clock.now()) with what drove it since the last
+        event."""
+        now = self.clock.now() if at is None else at
         dt = max(0.0, now - self._cell_t)
         self._cell_t = max(now, self._cell_t)
-        if self.output_on and self.source_function == "VOLT":
+        if self._output_on and self.source_function == "VOLT":
             e, i = self._at_potential(dt)
             self._last = (e, i)
             return e, i
-        sourcing = self.output_on and self.source_function == "CURR" and self.level_A != 0.0
+        sourcing = self._output_on and self.source_function == "CURR" and self.level_A != 0.0
         if not sourcing:
             self.limited = False
             e, i = self.cell.open_circuit(dt), 0.0
@@ -487,8 +588,10 @@ class SimulatedKeithley2450:
         """Execute one received line; the reply line (without ``\\n``) or None."""
         with self._lock:
             self.received.append(line)
+            self._run_model(self.clock.now())  # what the instrument did on its own meanwhile
             fate = self._fate()
             if fate == "disconnect":
+                self._count_fault(fate)
                 raise _Close()
             replies = []
             for command in split_commands(line):
@@ -502,11 +605,23 @@ class SimulatedKeithley2450:
             if not replies:
                 return None
             reply = ";".join(replies)
+            if fate != "ok":
+                self._count_fault(fate)  # only a reply can be dropped or garbled
             if fate == "no_reply":
                 return None
             if fate == "garbled":
                 return "".join(self._rng.choice("#%&@!~^?*<>|") for _ in reply)
             return reply
+
+    @property
+    def faults_injected(self) -> dict[str, int]:
+        """How many of each wire fault this simulator has put on the wire so far (a drawn
+        no_reply or garbled fate on a line with no reply injects nothing and is not counted)."""
+        with self._lock:
+            return dict(self._injected)
+
+    def _count_fault(self, fate: str) -> None:
+        self._injected[fate] = self._injected.get(fate, 0) + 1
 
     def _fate(self) -> str:
         f = self.fault
@@ -557,11 +672,25 @@ class SimulatedKeithley2450:
             "VOLT:NPLC?": lambda a: _e(self.nplc),
             "VOLT:RANG:AUTO": _check_boolean,
             "OUTP": self._set_output,
-            "OUTP?": lambda a: "1" if self.output_on else "0",
+            "OUTP?": lambda a: "1" if self._output_on else "0",
             "READ?": self._read,
         }
         if self.command_set == "2450":
             common.update({
+                "*TRG": self._trigger_event,
+                "TRIG:LOAD": self._load_model,
+                "TRIG:BLOC:MEAS": lambda a: self._define("MEAS", a, 1, ()),
+                "TRIG:BLOC:DEL:CONS": lambda a: self._define("DEL", a, 2, ("delay",)),
+                "TRIG:BLOC:BRAN:EVEN": lambda a: self._define("EVEN", a, 3, ("event", "block")),
+                "TRIG:BLOC:BRAN:COUN": lambda a: self._define("COUN", a, 3, ("count", "block")),
+                "TRIG:BLOC:BRAN:COUN:RES": lambda a: self._define("RES", a, 2, ("block",)),
+                "TRIG:BLOC:BRAN:ALW": lambda a: self._define("ALW", a, 2, ("block",)),
+                "TRIG:BLOC:SOUR:STAT": lambda a: self._define("SOUR", a, 2, ("state",)),
+                "TRIG:STAT?": self._model_state,
+                "INIT": self._initiate,
+                "ABOR": self._abort_model,
+                "FETC?": self._fetch,
+                "TRAC:ACT?": lambda a: str(len(self.buffer)),
                 "SOUR:CURR:VLIM": self._set_vlim,
                 "SOUR:CURR:VLIM?": lambda a: _e(self.vlim_V),
                 "SOUR:CURR:VLIM:TRIP?": lambda a: "1" if self.limited else "0",
@@ -647,9 +776,9 @@ class SimulatedKeithley2450:
 
     def _set_output(self, args: list[str]) -> None:
         on = _boolean(args)
-        if on != self.output_on:
+        if on != self._output_on:
             self._advance()
-            self.output_on = on
+            self._output_on = on
             self.limited = False
             if on:
                 self._on_since = self.clock.now()
@@ -664,6 +793,8 @@ class SimulatedKeithley2450:
         self.elements_2400 = tuple(e for e in _ELEMENTS_2400 if e in chosen)
 
     def _read(self, args: list[str]) -> str:
+        if self.model_running:
+            raise ScpiError(SETTINGS_CONFLICT)
         e, i = self._advance()
         if self.command_set == "2400":
             if args:
@@ -677,18 +808,96 @@ class SimulatedKeithley2450:
                   "STAT": float(STAT_2400_COMPLIANCE if self.limited else 0)}
         return ",".join(f"{values[k]:+.6E}" for k in self.elements_2400)
 
-    def _reading_2450(self, e: float, i: float, args: list[str]) -> str:
+    def _reading_2450(self, e: float, i: float, args: list[str], limited: bool | None = None,
+                      on: bool | None = None, t: float | None = None) -> str:
         if args and args[0].strip("\"'").lower() not in ("defbuffer1", "defbuffer2"):
             raise ScpiError(ILLEGAL_VALUE)
         elements = [_word([a], _ELEMENTS_2450) for a in args[1:]] or ["READ"]
+        limited = self.limited if limited is None else limited
+        on = self._output_on if on is None else on
+        t = self.clock.now() if t is None else t
         measured = (e, "V") if self.sense_function == "VOLT" else (i, "A")
         sourced = (i, "A") if self.source_function == "CURR" else (e, "V")
-        sourstat = (STAT_2450_LIMIT if self.limited else 0) | (
-            STAT_2450_OUTPUT if self.output_on else 0)
+        sourstat = (STAT_2450_LIMIT if limited else 0) | (STAT_2450_OUTPUT if on else 0)
         values = {
             "READ": _e(measured[0]), "SOUR": _e(sourced[0]), "SOURSTAT": _e(sourstat),
-            "STAT": _e(0), "REL": _e(self.clock.now() - self._on_since),
+            "STAT": _e(0), "REL": _e(t - self._on_since),
             "UNIT": "Volt DC" if measured[1] == "V" else "Amp DC",
             "SOURUNIT": "Amp DC" if sourced[1] == "A" else "Volt DC",
         }
         return ",".join(values[k] for k in elements)
+
+    # --- trigger model commands (2450)
+    def _trigger_event(self, args: list[str]) -> None:
+        self._trg_detected = True  # *TRG: the command event (a second one before a check: overrun)
+
+    def _load_model(self, args: list[str]) -> None:
+        if _word(args, {"EMPTY": "EMPTY"}) != "EMPTY":
+            raise ScpiError(ILLEGAL_VALUE)
+        if self.model_running:
+            raise ScpiError(SETTINGS_CONFLICT)
+        self.blocks = {}
+
+    def _define(self, kind: str, args: list[str], n_args: int, what: tuple[str, ...]) -> None:
+        """One block: ``<blockNumber>, <parameters...>`` (the measure block takes an optional
+        buffer name, defbuffer1 only, and count 1)."""
+        if self.model_running:
+            raise ScpiError(SETTINGS_CONFLICT)
+        if not args or not args[0]:
+            raise ScpiError(MISSING_PARAMETER)
+        number = _number(args[:1])
+        if number != int(number) or not 1 <= number <= 63:
+            raise ScpiError(OUT_OF_RANGE)
+        rest = args[1:]
+        params: list[object] = []
+        if kind == "MEAS":
+            if rest and rest[0].strip("\"'").lower() != "defbuffer1":
+                raise ScpiError(ILLEGAL_VALUE)
+            if len(rest) > 1 and _number(rest[1:2]) != 1:
+                raise ScpiError(ILLEGAL_VALUE)  # one reading per block here
+        else:
+            if len(rest) < n_args - 1:
+                raise ScpiError(MISSING_PARAMETER)
+            for name, text in zip(what, rest):
+                if name == "delay":
+                    value = _number([text])
+                    if not (value == 0 or 167e-9 <= value <= MAX_DELAY_S):
+                        raise ScpiError(OUT_OF_RANGE)
+                    params.append(value)
+                elif name == "event":
+                    params.append(_word([text], _TRIGGER_EVENTS))
+                elif name == "state":
+                    params.append(_boolean([text]))
+                else:  # a count or a block number
+                    value = _number([text])
+                    if value != int(value) or value < 1:
+                        raise ScpiError(OUT_OF_RANGE)
+                    params.append(int(value))
+        self.blocks[int(number)] = (kind, tuple(params))
+
+    def _initiate(self, args: list[str]) -> None:
+        if self.model_running:
+            raise ScpiError(SETTINGS_CONFLICT)
+        if not self.blocks:
+            raise ScpiError(SETTINGS_CONFLICT)
+        self.model_running = True
+        self._pc, self._model_t, self._delay_until = 1, self.clock.now(), None
+        self._counters = {}
+        self._trg_detected = False
+        self._run_model(self.clock.now())
+
+    def _abort_model(self, args: list[str]) -> None:
+        """:ABORt: the model stops where it is; the output stays as it is."""
+        self.model_running = False
+        self._delay_until = None
+
+    def _model_state(self, args: list[str]) -> str:
+        state = "RUNNING" if self.model_running else "IDLE"
+        return f"{state};{state};{self._pc}"
+
+    def _fetch(self, args: list[str]) -> str:
+        """:FETCh? ["defbuffer1"[, <elements>]]: the latest reading in the buffer."""
+        if not self.buffer:
+            raise ScpiError(NO_DATA)
+        e, i, limited, on, t = self.buffer[-1]
+        return self._reading_2450(e, i, args, limited=limited, on=on, t=t)

@@ -82,6 +82,8 @@ def sim2450(clock: VirtualClock) -> Iterator[SimulatedKeithley2450]:
 
 def driver(sim: SimulatedKeithley2450, clock: VirtualClock, rm: pyvisa.ResourceManager,
            **kw: object) -> Keithley2450:
+    """The one-shot command flow (no host watchdog: tests/test_keithley_watchdog.py has it)."""
+    kw.setdefault("host_watchdog_s", None)
     return Keithley2450(sim.resource, command_set=sim.command_set, now=clock.now,
                         resource_manager=rm, **kw)  # type: ignore[arg-type]
 
@@ -164,7 +166,7 @@ def test_start_current_arms_compliance_before_output_on(sim, clock, rm, command_
     smu.start_current(I_1MA_CM2, 1.0, 60.0, -1.5, 1.0)
     assert sent(sim, smu) == SETUP[command_set] + ARM[command_set] + [
         ":SOUR:FUNC CURR", ":SOUR:CURR:RANG:AUTO 1", ":SOUR:CURR:LEV 0.00113", ":SYST:ERR?",
-        ":OUTP ON"]
+        ":OUTP ON", ":OUTP?"]
     assert sim.output_on and sim.vlim_V == 1.5 and sim.off_state == "HIMP"
     smu.close()
     assert sim.received[-2:] == [":OUTP OFF", ":OUTP?"] and not sim.output_on
@@ -177,7 +179,7 @@ def test_second_step_does_not_repeat_the_setup(sim2450, clock, rm):
     smu.start_current(-I_1MA_CM2, 1.0, 60.0, -1.5, 1.5)
     assert sent(sim2450, smu)[n:] == ARM["2450"] + [
         ":SOUR:FUNC CURR", ":SOUR:CURR:RANG:AUTO 1", ":SOUR:CURR:LEV -0.00113", ":SYST:ERR?",
-        ":OUTP ON"]
+        ":OUTP ON", ":OUTP?"]
     smu.close()
 
 
@@ -360,9 +362,9 @@ def test_compliance_during_a_step_switches_the_output_off(sim, clock, rm):
 def test_open_circuit_sources_zero_amps_with_compliance_armed(sim2450, clock, rm):
     smu = driver(sim2450, clock, rm)
     smu.start_open_circuit(1.0, 60.0)
-    assert sent(sim2450, smu)[-7:] == [":SOUR:CURR:VLIM 21", ":SOUR:CURR:VLIM?",
+    assert sent(sim2450, smu)[-8:] == [":SOUR:CURR:VLIM 21", ":SOUR:CURR:VLIM?",
                                        ":SOUR:FUNC CURR", ":SOUR:CURR:RANG:AUTO 1",
-                                       ":SOUR:CURR:LEV 0", ":SYST:ERR?", ":OUTP ON"]
+                                       ":SOUR:CURR:LEV 0", ":SYST:ERR?", ":OUTP ON", ":OUTP?"]
     clock.advance(30.0)
     (sample,), ended = smu.read_samples(30.0)
     assert not ended and sample.current_A == 0.0 and abs(sample.potential_V) < 0.005

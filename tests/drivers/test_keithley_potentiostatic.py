@@ -56,12 +56,12 @@ def test_the_2450_reads_measured_current_first_when_sourcing_voltage():
 def test_2450_potential_step_arms_ilim_reads_it_back_and_rests_at_zero_amps(rm):
     with ScpiReplay([*SETUP_2450, (":SOUR:VOLT:ILIM 0.005", None),
                      (":SOUR:VOLT:ILIM?", "5.000000E-03"), *SOURCE_20MV,
-                     (":SYST:ERR?", NO_ERROR), (":OUTP ON", None),
+                     (":SYST:ERR?", NO_ERROR), (":OUTP ON", None), (":OUTP?", "1"),
                      (READ_2450, "9.412000E-04,2.000000E-02,1.280000E+02"),
                      (READ_2450, "9.100000E-04,2.000000E-02,1.280000E+02"),
                      (":SOUR:CURR:LEV 0", None), (":SOUR:FUNC CURR", None),
                      (":OUTP OFF", None), (":OUTP?", "0")]) as dev:
-        k = Keithley2450(dev.resource, resource_manager=rm, now=ticking())
+        k = Keithley2450(dev.resource, resource_manager=rm, now=ticking(), host_watchdog_s=None)
         k.start_potential(0.02, 1.0, 2.0, 5e-3)
         (s1,), ended = k.read_samples(1.0)
         assert (s1.potential_V, s1.current_A, ended) == (0.02, 9.412e-4, False)
@@ -73,11 +73,12 @@ def test_2450_potential_step_arms_ilim_reads_it_back_and_rests_at_zero_amps(rm):
 def test_2400_potential_step_arms_sens_curr_prot(rm):
     with ScpiReplay([*SETUP_2400, (":SENS:CURR:PROT 0.005", None),
                      (":SENS:CURR:PROT?", "+5.000000E-03"), *SOURCE_20MV,
-                     (":SYST:ERR?", NO_ERROR), (":OUTP ON", None),
+                     (":SYST:ERR?", NO_ERROR), (":OUTP ON", None), (":OUTP?", "1"),
                      (":READ?", "+2.000000E-02,+5.000000E-03,+9.910000E+37,+1.0E+01,"
                                 "+8.000000E+00"),  # status bit 3: in compliance
                      (":OUTP OFF", None), (":OUTP?", "0")]) as dev:
-        k = Keithley2450(dev.resource, command_set="2400", resource_manager=rm, now=ticking())
+        k = Keithley2450(dev.resource, command_set="2400", resource_manager=rm, now=ticking(),
+                         host_watchdog_s=None)
         k.start_potential(0.02, 1.0, 60.0, 5e-3)
         (s,), ended = k.read_samples(1.0)
         assert ended and s.overload and s.current_A == 5e-3  # the limit: output off
@@ -88,7 +89,7 @@ def test_a_current_limit_the_instrument_did_not_take_never_switches_on(rm):
     with ScpiReplay([*SETUP_2450, (":SOUR:VOLT:ILIM 0.005", None),
                      (":SOUR:VOLT:ILIM?", "1.050000E-04"), (":SYST:ERR?", NO_ERROR),
                      (":OUTP OFF", None), (":OUTP?", "0")]) as dev:
-        k = Keithley2450(dev.resource, resource_manager=rm)
+        k = Keithley2450(dev.resource, resource_manager=rm, host_watchdog_s=None)
         with pytest.raises(Exception, match="did not accept a 0.005 A current limit"):
             k.start_potential(0.02, 1.0, 60.0, 5e-3)
         k._disconnect()

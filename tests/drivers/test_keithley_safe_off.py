@@ -34,7 +34,7 @@ def sim():
 
 def running(sim: SimulatedKeithley2450, rm) -> Keithley2450:
     smu = Keithley2450(sim.resource, resource_manager=rm, now=sim.clock.now, timeout_s=0.5,
-                       backoff_s=0.01)
+                       backoff_s=0.01, host_watchdog_s=None)  # watched: test_keithley_watchdog
     smu.start_current(-1.13e-3, 1.0, 3600.0, -1.0, 1.0)
     smu.wait()
     assert sim.output_on and sim.level_A == -1.13e-3
@@ -73,7 +73,8 @@ def test_an_instrument_that_cannot_be_reached_raises_output_not_confirmed_off(si
 def test_an_output_that_keeps_reading_on_is_not_confirmed_off(rm):
     pairs = [(":OUTP OFF", None), (":OUTP?", "1")] * 4
     with ScpiReplay(pairs) as dev:
-        smu = Keithley2450(dev.resource, resource_manager=rm, timeout_s=1.0, backoff_s=0.0)
+        smu = Keithley2450(dev.resource, resource_manager=rm, timeout_s=1.0, backoff_s=0.0,
+                           host_watchdog_s=None)
         with pytest.raises(OutputNotConfirmedOff, match=r"still reads 1"):
             smu.output_off()
         smu._disconnect()
@@ -81,7 +82,8 @@ def test_an_output_that_keeps_reading_on_is_not_confirmed_off(rm):
 
 def test_output_off_reconnects_after_the_instrument_hangs_up(rm):
     with ScpiReplay([(":OUTP OFF", HANG_UP), (":OUTP OFF", None), (":OUTP?", "0")]) as dev:
-        smu = Keithley2450(dev.resource, resource_manager=rm, timeout_s=0.5, backoff_s=0.0)
+        smu = Keithley2450(dev.resource, resource_manager=rm, timeout_s=0.5, backoff_s=0.0,
+                           host_watchdog_s=None)
         smu.output_off()
         assert dev.connections == 2
         smu._disconnect()

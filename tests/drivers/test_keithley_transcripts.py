@@ -52,6 +52,7 @@ def ticking(step_s: float = 1.0):
 
 
 def smu(dev: ScpiReplay, rm, command_set: str = "2450", **kw) -> Keithley2450:
+    kw.setdefault("host_watchdog_s", None)  # the watchdog's pairs: test_keithley_watchdog.py
     return Keithley2450(dev.resource, command_set=command_set, resource_manager=rm,
                         timeout_s=2.0, **kw)
 
@@ -97,7 +98,7 @@ def test_the_2400s_signed_no_error_reply_ends_the_queue(rm):
 def test_2450_galvanostatic_step_arms_vlim_reads_it_back_then_switches_on(rm):
     with ScpiReplay([*SETUP_2450, (":SOUR:CURR:VLIM 1.5", None),
                      (":SOUR:CURR:VLIM?", "1.500000E+00"), *SOURCE_1MA,
-                     (":SYST:ERR?", NO_ERROR), (":OUTP ON", None),
+                     (":SYST:ERR?", NO_ERROR), (":OUTP ON", None), (":OUTP?", "1"),
                      (READ_2450, "2.412300E-02,1.130000E-03,1.280000E+02"),
                      (":OUTP?", "1"), *OFF_CONFIRMED]) as dev:
         k = smu(dev, rm, now=ticking())
@@ -112,7 +113,7 @@ def test_2450_galvanostatic_step_arms_vlim_reads_it_back_then_switches_on(rm):
 def test_2400_galvanostatic_step_arms_sens_volt_prot_and_reads_five_fields(rm):
     with ScpiReplay([*SETUP_2400, (":SENS:VOLT:PROT 1.5", None),
                      (":SENS:VOLT:PROT?", "+1.500000E+00"), *SOURCE_1MA,
-                     (":SYST:ERR?", '+0,"No error"'), (":OUTP ON", None),
+                     (":SYST:ERR?", '+0,"No error"'), (":OUTP ON", None), (":OUTP?", "1"),
                      (":READ?", "+2.412300E-02,+1.130000E-03,+9.910000E+37,+4.569600E+03,"
                                 "+0.000000E+00"),
                      *OFF_CONFIRMED]) as dev:
@@ -156,7 +157,7 @@ def test_an_error_queued_during_setup_refuses_the_step_with_the_output_off(rm):
 ])
 def test_a_reading_in_compliance_switches_the_output_off(rm, command_set, setup, arm, reading):
     with ScpiReplay([*setup, *arm, *SOURCE_1MA, (":SYST:ERR?", NO_ERROR), (":OUTP ON", None),
-                     reading, *OFF_CONFIRMED]) as dev:
+                     (":OUTP?", "1"), reading, *OFF_CONFIRMED]) as dev:
         k = smu(dev, rm, command_set, now=ticking())
         k.start_current(1.13e-3, 1.0, 60.0, -0.02, 0.02)
         (sample,), ended = k.read_samples(1.0)

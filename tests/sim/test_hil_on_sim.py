@@ -66,11 +66,11 @@ def test_the_hil_suite_passes_against_rig_sim_serve(tmp_path):
         server.stderr.close()
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
-    assert "4 passed" in out and "skipped" not in out, out
+    assert "5 passed" in out and "skipped" not in out, out
 
 
 def test_the_hil_suite_without_a_station_skips_with_its_reason():
     result = pytest_hil()
     out = result.stdout + result.stderr
     assert result.returncode == 0, out  # all skipped is a clean exit, not an error
-    assert "4 skipped" in out and "no --station FILE given" in out, out
+    assert "5 skipped" in out and "no --station FILE given" in out, out
