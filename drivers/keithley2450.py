@@ -277,6 +277,7 @@ class Keithley2450:
         self, resource: str, *, command_set: str = "2450", timeout_s: float = 2.0,
         retries: int = 2, resource_manager: pyvisa.ResourceManager | None = None,
         now: Callable[[], float] = time.monotonic, backoff_s: float = 0.05,
+        host_watchdog_s: float = 60.0,
     ) -> None:
         if command_set not in COMMAND_SETS:
             raise ValueError(f"command_set must be one of {sorted(COMMAND_SETS)}, "
@@ -284,6 +285,7 @@ class Keithley2450:
         if timeout_s <= 0 or retries < 0 or backoff_s < 0:
             raise ValueError("timeout_s must be > 0, retries and backoff_s >= 0")
         self.resource_name = resource
+        self.host_watchdog_s = host_watchdog_s  # stored only: the Keithley's own watchdog is pending
         self.command_set = command_set
         self.scpi = COMMAND_SETS[command_set]
         self.timeout_s = timeout_s

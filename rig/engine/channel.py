@@ -446,7 +446,8 @@ class ChannelRunner:
         ended = False
         while not ended:
             target = await self._sleep_until(min(t0 + duration,
-                                                 _next_read(clock, t0, window, interval)))
+                                                 _next_read(clock, t0, window, interval),
+                                                 t0 + _chunk_end(self.driver)))
             until = target - t0 if target < t0 + duration else math.inf
             samples, ended = await self._read(until)
             verdict = judge.judge(samples)
@@ -618,6 +619,15 @@ STEP_KINDS: dict[str, StepRun] = {
     "eis": ChannelRunner._run_eis,
 }
 """How each kind of step is run (a Loop is the cursor's, never run)."""
+
+
+def _chunk_end(driver: Any) -> float:
+    """When the instrument's running chunk of the step ends (seconds after the step started):
+    a driver whose instrument switches its output off without word from the host runs a long
+    step as several scripts (drivers.base.Potentiostat, host_watchdog_s); read then, so the
+    next chunk starts without a gap. math.inf: nothing to do before the step's own end."""
+    end: float = getattr(driver, "chunk_end_s", math.inf)
+    return end
 
 
 def _next_read(clock: RealClock | VirtualClock, t0: float, window: float, interval: float) -> float:

@@ -149,6 +149,7 @@ MSCRIPT_VERSION_REPLY = "v01.08.00"           # reply to `v`: the MethodSCRIPT v
 MAX_LINE_BYTES = 4096  # a longer host line without newline is dropped as one bad command
 EPS_S = 1e-6  # a package is due when t0 + t_k <= now + EPS_S (clock float resolution ~0.2 us)
 PUMP_PERIOD_S = 0.1  # longest wall-time sleep of the pump thread on a real clock
+COMPILED_CACHE = 64  # scripts kept compiled
 MAX_STEPS_WITHOUT_TIME = 100_000  # a script spinning this long without a loop or wait: !4020
 
 
@@ -310,6 +311,9 @@ class SimulatedEmStat4:
         self._range_plans: dict[str, tuple[Any, float, str]] = {}
         self._plan_ranges()
         self._collecting: list[str] | None = None  # lines of an `e` script being received
+        # scripts compiled before (a host sends the same chunk script again and again): a
+        # Program is never changed by running it
+        self._compiled: dict[tuple[tuple[str, ...], int], Program] = {}
 
     # --- lifecycle
     @property
@@ -786,12 +790,18 @@ class SimulatedEmStat4:
         if self._script is not None:
             self._refuse(ERR_BUSY, "a script is already running", prefix="e")
             return
-        try:
-            program = parse_script(script_lines, self._mode)
-        except ScriptError as exc:
-            self.last_error = str(exc)
-            self._send([exc.wire(prefix="e")])
-            return
+        key = (tuple(script_lines), self._mode)
+        program = self._compiled.get(key)
+        if program is None:
+            try:
+                program = parse_script(script_lines, self._mode)
+            except ScriptError as exc:
+                self.last_error = str(exc)
+                self._send([exc.wire(prefix="e")])
+                return
+            if len(self._compiled) >= COMPILED_CACHE:
+                self._compiled.clear()
+            self._compiled[key] = program
         now = self.clock.now()
         lines = ["e"]
         self._advance(now, lines)  # the cell rests up to the acceptance time
