@@ -570,29 +570,76 @@ class _Run:
 
 @dataclass
 class _Chunks:
-    """A step longer than the host watchdog, as the scripts it runs as: each at most
-    ``chunk_s`` of instrument time, ending with the cell off; the next one is sent when the
+    """A step longer than the host watchdog, as the scripts it runs as: each at most the
+    watchdog of instrument time, ending with the cell off; the next one is sent when the
     previous one has ended (and only then: a host that stops reading leaves the cell off)."""
 
-    total_s: float                            # the step's duration, as the scripts run it
-    chunk_s: float                            # a full chunk (a whole number of intervals)
-    script: Callable[[float], list[str]]      # the script of a chunk of this duration
-    run: Callable[[float], _Run]              # its schedule
-    broke: Callable[[Any], bool]              # whether a sample made the script break its loop
-    done_s: float = 0.0                       # step time of the chunks that ended
-    origin: float = 0.0                       # now() when the first chunk was accepted
-    _full: bytes | None = None                # the full chunk's script, formatted once
+    total_s: float                                  # the step's duration, as the scripts run it
+    make: Callable[[float], tuple[bytes, _Run]]     # the chunk starting at step time done_s
+    broke: Callable[[Any], bool]                    # a sample made the script break its loop
+    done_s: float = 0.0                             # step time of the chunks that ended
+    origin: float = 0.0                             # now() when the first chunk was accepted
 
-    def next_duration(self) -> float:
-        left = self.total_s - self.done_s
-        return self.chunk_s if left > self.chunk_s + 1e-6 else as_sent(left)
+    def follows(self, run: _Run) -> bool:
+        """Whether another chunk follows ``run`` (when it runs to its end)."""
+        return self.done_s + run.end_s < self.total_s - 1e-6
 
-    def script_bytes(self, duration_s: float) -> bytes:
-        if duration_s == self.chunk_s:
-            if self._full is None:
-                self._full = script_bytes(self.script(duration_s))
-            return self._full
-        return script_bytes(self.script(duration_s))
+
+def _loop_chunks(interval_s: float, duration_s: float, watchdog_s: float,
+                 script: Callable[[float], list[str]], run: Callable[[float], _Run],
+                 broke: Callable[[Any], bool]) -> _Chunks:
+    """A CP/CA step in chunks of a whole number of intervals (so the packages fall where one
+    long script puts them), the full chunk's script formatted once."""
+    per_chunk = math.floor(watchdog_s / as_sent(interval_s) + 1e-9)
+    if per_chunk < 1:
+        raise ValueError(f"interval {interval_s:g} s is longer than the host watchdog "
+                         f"{watchdog_s:g} s: a chunk must hold at least one sample (record "
+                         "more often, or lengthen [interlocks] host_watchdog)")
+    full_s = as_sent(per_chunk * as_sent(interval_s))
+    total_s = as_sent(duration_s)
+    full = script_bytes(script(full_s))
+
+    def make(done_s: float) -> tuple[bytes, _Run]:
+        left = total_s - done_s
+        if left > full_s + 1e-6:
+            return full, run(full_s)
+        return script_bytes(script(as_sent(left))), run(as_sent(left))
+    return _Chunks(total_s, make, broke)
+
+
+def _sweep_chunks(freqs: list[float], watchdog_s: float,
+                  script: Callable[[float, float, int], list[str]]) -> _Chunks:
+    """An EIS sweep in chunks of consecutive points (a log-spaced part of a log-spaced sweep
+    is one again), each at most the watchdog long; a point longer than it is refused."""
+    point_s = [max(1.0, 3.0 / f) for f in freqs]
+    slowest = max(range(len(freqs)), key=point_s.__getitem__)
+    if point_s[slowest] > watchdog_s + 1e-9:
+        raise ValueError(f"the EIS point at {freqs[slowest]:g} Hz takes {point_s[slowest]:g} s, "
+                         f"longer than the host watchdog {watchdog_s:g} s: start the sweep "
+                         "higher, or lengthen [interlocks] host_watchdog")
+    groups, start, spent = [], 0, 0.0
+    for k, t in enumerate(point_s):
+        if spent + t > watchdog_s + 1e-9:
+            groups.append((start, k - 1))
+            start, spent = k, 0.0
+        spent += t
+    groups.append((start, len(freqs) - 1))
+    plans = []
+    for a, b in groups:
+        f_a, f_b = _six_digits(freqs[a]), _six_digits(freqs[b])
+        plans.append((script_bytes(script(f_a, f_b, b - a + 1)), (f_a, f_b, b - a + 1)))
+    queue = iter(plans)
+
+    def make(done_s: float) -> tuple[bytes, _Run]:
+        data, (f_a, f_b, n) = next(queue)
+        return data, _Run.sweep(f_a, f_b, n)
+    total = sum(_Run.sweep(*p[1]).end_s for p in plans)
+    return _Chunks(total, make, lambda _: False)
+
+
+def _six_digits(f_Hz: float) -> float:
+    """A frequency inside a sweep, to 6 significant digits (a short number for the script)."""
+    return float(f"{f_Hz:.6g}")
 
 
 # ---- the driver ---------------------------------------------------------------------------------
@@ -734,13 +781,26 @@ class EmStat4:
             raise ValueError(f"EIS amplitude {amplitude_V} V is not in (0, "
                              f"{self.ranges.max_potential_V}] V")
         self._check_potential(dc_V)
-        self._start(build_eis_script(f_start_Hz, f_end_Hz, int(n_points), amplitude_V, dc_V,
-                                     self.ranges.max_potential_V, self.ranges.max_current_A),
-                    _Run.sweep(f_start_Hz, f_end_Hz, int(n_points)))
+        max_v, max_i = self.ranges.max_potential_V, self.ranges.max_current_A
+
+        def script(f_a: float, f_b: float, n: int) -> list[str]:
+            return build_eis_script(f_a, f_b, n, amplitude_V, dc_V, max_v, max_i)
+        whole = _Run.sweep(f_start_Hz, f_end_Hz, int(n_points))
+        if whole.end_s <= self.host_watchdog_s + 1e-9:
+            self._start(script(f_start_Hz, f_end_Hz, int(n_points)), whole)
+            return
+        freqs = eis_frequencies(as_sent(f_start_Hz), as_sent(f_end_Hz), int(n_points))
+        chunks = _sweep_chunks(freqs, self.host_watchdog_s, script)
+        self._start(*chunks.make(0.0), chunks)
 
     def eis_sweep_duration_s(self, f_start_Hz: float, f_end_Hz: float, n_points: int) -> float:
-        """How long the sweep takes: each point max(1 s, 3 periods), as the script runs it."""
-        return _Run.sweep(f_start_Hz, f_end_Hz, int(n_points)).end_s
+        """How long the sweep takes: each point max(1 s, 3 periods), as the script runs it
+        (in chunks when longer than the host watchdog: their gaps are not counted)."""
+        whole = _Run.sweep(f_start_Hz, f_end_Hz, int(n_points))
+        if whole.end_s <= self.host_watchdog_s + 1e-9:
+            return whole.end_s
+        freqs = eis_frequencies(as_sent(f_start_Hz), as_sent(f_end_Hz), int(n_points))
+        return _sweep_chunks(freqs, self.host_watchdog_s, lambda a, b, n: []).total_s
 
     # ---- streaming ---------------------------------------------------------------------------
     def read_samples(self, until_s: float, *, greedy: bool = False
@@ -881,19 +941,11 @@ class EmStat4:
                        broke: Callable[[Any], bool]) -> None:
         """An output-on step: one script if it fits the host watchdog, else the first of its
         chunks (each a whole number of intervals, at most host_watchdog_s long)."""
-        watchdog = self.host_watchdog_s
-        if as_sent(duration_s) <= watchdog + 1e-9:
+        if as_sent(duration_s) <= self.host_watchdog_s + 1e-9:
             self._start(script(duration_s), run(duration_s))
             return
-        per_chunk = math.floor(watchdog / as_sent(interval_s) + 1e-9)
-        if per_chunk < 1:
-            raise ValueError(f"interval {interval_s:g} s is longer than the host watchdog "
-                             f"{watchdog:g} s: a chunk must hold at least one sample (record "
-                             "more often, or lengthen [interlocks] host_watchdog)")
-        chunks = _Chunks(as_sent(duration_s), as_sent(per_chunk * as_sent(interval_s)),
-                         script, run, broke)
-        first = chunks.next_duration()
-        self._start(script(first), run(first), chunks)
+        chunks = _loop_chunks(interval_s, duration_s, self.host_watchdog_s, script, run, broke)
+        self._start(*chunks.make(0.0), chunks)
 
     def _next_chunk(self, run: _Run) -> _Run:
         """The running chunk ended: send the next at once (the cell is off until it starts),
@@ -902,11 +954,10 @@ class EmStat4:
         chunks = run.chunks
         assert chunks is not None
         chunks.done_s += run.end_s
-        duration = chunks.next_duration()
-        nxt = chunks.run(duration)
+        data, nxt = chunks.make(chunks.done_s)
         nxt.offset_s = chunks.done_s
         self._run = None   # the last chunk ended: nothing to abort before the next
-        self._start(chunks.script_bytes(duration), nxt, chunks)
+        self._start(data, nxt, chunks)
         self.chunks_started += 1
         return nxt
 
@@ -918,10 +969,7 @@ class EmStat4:
         run = self._run
         if run is None or run.chunks is None:
             return math.inf
-        chunks = run.chunks
-        if chunks.done_s + run.end_s >= chunks.total_s - 1e-6:
-            return math.inf
-        return run.anchor_s + run.end_s
+        return run.anchor_s + run.end_s if run.chunks.follows(run) else math.inf
 
     def _start(self, lines: list[str] | bytes, run: _Run, chunks: _Chunks | None = None
                ) -> None:
@@ -1023,7 +1071,7 @@ class EmStat4:
             if event.kind == "script_end":
                 self._run = None
                 chunks = run.chunks
-                if (chunks is not None and chunks.done_s + run.end_s < chunks.total_s - 1e-6
+                if (chunks is not None and chunks.follows(run)
                         and run.received >= run.expected()
                         and not (run.last is not None and chunks.broke(run.last))):
                     self._next_chunk(run)   # ran to its end, and the step goes on

@@ -372,7 +372,8 @@ class ChannelRunner:
         t0, ended, n = clock.now(), False, 0
         while not ended:
             target = await self._sleep_until(min(t0 + expected,
-                                                 clock.now() + ctx.read_window(1.0)))
+                                                 clock.now() + ctx.read_window(1.0),
+                                                 t0 + _chunk_end(self.driver)))
             until = target - t0 if target < t0 + expected else math.inf
             points, ended = await self.link.call(self.driver.read_eis, until)
             if points:
