@@ -579,6 +579,7 @@ class _Chunks:
     broke: Callable[[Any], bool]                    # a sample made the script break its loop
     done_s: float = 0.0                             # step time of the chunks that ended
     origin: float = 0.0                             # now() when the first chunk was accepted
+    anchor_end: float = 0.0                         # when the running chunk ends (read frame)
 
     def follows(self, run: _Run) -> bool:
         """Whether another chunk follows ``run`` (when it runs to its end)."""
@@ -652,7 +653,7 @@ class EmStat4:
                  retries: int = 2,
                  ranges: Ranges = EMSTAT4_LR_RANGES, *,
                  host_watchdog_s: float = DEFAULT_HOST_WATCHDOG_S,
-                 now: Callable[[], float] = time.monotonic) -> None:
+                 now: Callable[[], float] | None = None) -> None:
         _check_watchdog(host_watchdog_s)
         try:
             ser = serial.Serial(port, baudrate=baudrate, timeout=timeout_s,
@@ -665,7 +666,7 @@ class EmStat4:
     def from_serial(cls, ser: Any, *, timeout_s: float = 2.0, retries: int = 2,
                     ranges: Ranges = EMSTAT4_LR_RANGES,
                     host_watchdog_s: float = DEFAULT_HOST_WATCHDOG_S,
-                    now: Callable[[], float] = time.monotonic) -> EmStat4:
+                    now: Callable[[], float] | None = None) -> EmStat4:
         """Wrap an already-open pyserial port (``serial.serial_for_url(...)``)."""
         _check_watchdog(host_watchdog_s)
         self = cls.__new__(cls)
@@ -676,7 +677,7 @@ class EmStat4:
 
     def _attach(self, ser: Any, timeout_s: float, retries: int, ranges: Ranges,
                 host_watchdog_s: float = DEFAULT_HOST_WATCHDOG_S,
-                now: Callable[[], float] = time.monotonic) -> None:
+                now: Callable[[], float] | None = None) -> None:
         self._ser = ser
         self.timeout_s = timeout_s
         self.retries = retries
@@ -684,7 +685,11 @@ class EmStat4:
         # without word from the host an output-on script ends (cell off) within this long: a
         # longer step runs as chunks of at most this, the next sent when one ends
         self.host_watchdog_s = host_watchdog_s
-        self._now = now               # the caller's clock (read frame of read_samples)
+        # the caller's clock, to time when each chunk started on the read frame; without it
+        # a chunk counts as started at the read that saw the previous one end (exact when the
+        # reads make time, as on a virtual clock; a round trip late per chunk on the wall)
+        self._now = now
+        self._until = 0.0             # until_s of the read in progress
         self.chunks_started = 0       # chunk boundaries crossed (the second chunk on of a step)
         self._lines: list[str] = []   # complete lines not yet consumed, from self._next on
         self._next = 0
@@ -990,9 +995,7 @@ class EmStat4:
                 self._send(data)
                 self._expect_accepted()
                 if chunks is not None:
-                    if run.offset_s == 0.0:
-                        chunks.origin = self._now()
-                    run.anchor_s = self._now() - chunks.origin
+                    self._anchor(run, chunks)
                 return
             except DeviceError as exc:
                 self._run = None   # the script was refused: nothing runs
@@ -1011,6 +1014,18 @@ class EmStat4:
             log.info("%r: script reply lost or garbled; aborting and sending it again", self)
             time.sleep(_backoff(attempt + 1))
 
+    def _anchor(self, run: _Run, chunks: _Chunks) -> None:
+        """When a chunk just accepted started, on the caller's read frame."""
+        first = run.offset_s == 0.0
+        if self._now is not None:
+            if first:
+                chunks.origin = self._now()
+            run.anchor_s = self._now() - chunks.origin
+        elif not first:
+            previous = chunks.anchor_end
+            run.anchor_s = max(previous, self._until) if math.isfinite(self._until) else previous
+        chunks.anchor_end = run.anchor_s + run.end_s
+
     def _expect_accepted(self) -> None:
         line = self._reply_line()
         if parse_line(line).kind != "accepted":
@@ -1027,6 +1042,7 @@ class EmStat4:
             raise RuntimeError(f"the running script sends {run.kind} packages, not {kind}")
         if math.isnan(until_s):
             raise ValueError("until_s is NaN")
+        self._until = until_s
         out: list[Any] = []
         while True:
             # wait for these (silence -> timeout), and for the script's end
