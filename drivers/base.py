@@ -120,6 +120,17 @@ class Potentiostat(Protocol):
 
     ``rejected``: why each garbled package since the caller last emptied the list was skipped
     (the caller logs and clears it; a driver that never skips keeps it empty).
+
+    ``host_watchdog_s`` (a constructor keyword and attribute of the rig's drivers, from the
+    station file's ``[interlocks] host_watchdog``): without word from the host, the instrument
+    switches its output off within this long, by whatever mechanism it offers. A streaming
+    driver may do it by running a longer step as several scripts ("chunks"), each ending with
+    the output off, the next sent when one ends; it then has ``chunk_end_s``: when the running
+    chunk ends, on the read frame (math.inf when none follows). Read by then (the engine
+    does) or the output stays off, at open circuit, until the next read starts the next chunk.
+    ``t_s`` counts the step's output-on time, continuous across the chunks. Not members of the
+    Protocol: a driver without them has no bound to keep (the engine reads ``chunk_end_s``
+    with a default).
     """
 
     ranges: Ranges

@@ -31,7 +31,7 @@ from rig.sim.emstat import FaultProfile, SimulatedEmStat4
 from rig.sim.serve import OutputWatch
 from rig.sim.station import simulated_station
 from rig.station import ChannelHardware, Station, StationError, parse_station
-from rig.store import RunWriter, get_eis, get_samples, get_steps, open_reader
+from rig.store import RunWriter, get_eis, get_events, get_samples, get_steps, open_reader
 
 GLYME = "1 M NaPF6 in diglyme"
 AREA = 1.13
@@ -216,3 +216,32 @@ def test_an_interval_longer_than_the_bound_is_refused() -> None:
         with pytest.raises(ValueError, match="interval 10 s is longer than the host watchdog"):
             es.start_current(1e-3, 10.0, 3600.0, -1.0, 1.0)
         assert math.isinf(es.chunk_end_s) and not sim.output_on
+
+
+def test_a_run_whose_interval_exceeds_the_bound_ends_bad_plan_with_one_clear_event(
+        tmp_path: Path) -> None:
+    spec = CellSpec(0, "cell", "symmetric", AREA, GLYME)
+    step = ConstantCurrent(1.13e-3, (EndCondition("time", 3600.0),), RecordRule(every_s=10.0),
+                           label="plate")
+    plan = Plan("sequence", "watchdog test", Safety(-1.0, 1.0, 0.01), (ChannelPlan(spec, (step,)),))
+    clock = VirtualClock()
+    sim = SimulatedEmStat4(glyme_cell(), clock).start()
+    es = EmStat4(sim.port, host_watchdog_s=5.0, now=clock.now)
+    station = Station("test", True, {0: ChannelHardware(es, Link("ch0"), "sim")},
+                      closers=[sim.close])
+    writer = RunWriter(tmp_path / "bad.db")
+    try:
+        result = asyncio.run(execute(plan, station=station, clock=clock, writer=writer,
+                                     protocol_text="", protocol_path="test"))
+        assert not sim.output_on
+    finally:
+        station.close()
+        writer.close()
+    assert result.reasons == {0: "bad_plan"}
+    conn = open_reader(tmp_path / "bad.db")
+    events = [e for e in get_events(conn, result.run_key) if e["kind"] == "bad_plan"]
+    conn.close()
+    assert len(events) == 1
+    assert events[0]["message"] == ('step plate: interval 10 s is longer than the host watchdog '
+                                    '5 s: a chunk must hold at least one sample (record more '
+                                    'often, or lengthen [interlocks] host_watchdog)')

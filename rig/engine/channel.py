@@ -363,8 +363,11 @@ class ChannelRunner:
         dc = step.dc_V if step.dc_V is not None else await self._open_circuit_potential()
         decades = abs(math.log10(step.f_start_Hz / step.f_end_Hz))
         n_points = max(2, round(decades * step.points_per_decade) + 1)
-        await self.link.call(self.driver.start_eis, step.f_start_Hz, step.f_end_Hz, n_points,
-                             step.amplitude_V, dc)
+        try:
+            await self.link.call(self.driver.start_eis, step.f_start_Hz, step.f_end_Hz,
+                                 n_points, step.amplitude_V, dc)
+        except ValueError as exc:  # a point longer than the host watchdog, say
+            raise cond.BadPlan(f"step {step.label or step.kind}: {exc}") from None
         self.state.eis_sweeps += 1
         sweep = self.state.eis_sweeps
         # how long the sweep takes is the instrument's to say (its own pace per frequency)
@@ -412,7 +415,10 @@ class ChannelRunner:
             duration = min(t_left, q_left)
             if duration <= 1e-9:
                 return self._result(step, totals, limit.kind, limit.then)
-            await start(duration)
+            try:
+                await start(duration)
+            except ValueError as exc:  # the driver cannot run it (host_watchdog vs interval)
+                raise cond.BadPlan(f"step {step.label or step.kind}: {exc}") from None
             outcome = await self._stream(step, duration, totals, limit)
             if outcome is not None:
                 return outcome
