@@ -962,7 +962,8 @@ class EmStat4:
         data, nxt = chunks.make(chunks.done_s)
         nxt.offset_s = chunks.done_s
         self._run = None   # the last chunk ended: nothing to abort before the next
-        self._start(data, nxt, chunks)
+        # and nothing unread: its empty line was the last it sent
+        self._start(data, nxt, chunks, clean=not self._tail and self._next >= len(self._lines))
         self.chunks_started += 1
         return nxt
 
@@ -976,8 +977,8 @@ class EmStat4:
             return math.inf
         return run.anchor_s + run.end_s if run.chunks.follows(run) else math.inf
 
-    def _start(self, lines: list[str] | bytes, run: _Run, chunks: _Chunks | None = None
-               ) -> None:
+    def _start(self, lines: list[str] | bytes, run: _Run, chunks: _Chunks | None = None,
+               clean: bool = False) -> None:
         """Send a script and see it accepted. A lost or garbled reply leaves it unknown whether
         the script runs: abort (which drains whatever ran) and send it again, at most
         ``retries`` times and after at most MAX_SILENCES silences (then the typed error: a
@@ -989,7 +990,8 @@ class EmStat4:
             try:
                 if self._run is not None or attempt:
                     self.abort()
-                self._discard_input()
+                if attempt or not clean:
+                    self._discard_input()
                 self._run = run  # from here a failure leaves the script "maybe running"
                 run.received = 0
                 self._send(data)

@@ -757,6 +757,10 @@ class SimulatedEmStat4:
             self._on_line_locked(line)
 
     def _on_line_locked(self, line: str) -> None:
+        collecting = self._collecting
+        if collecting is not None and self._faults is None and line and not line.isspace():
+            collecting.append(line)   # a script's line (the hot path of a chunk)
+            return
         if self._faults and self.clock.now() < self._faults.dead_until:
             self._collecting = None
             return
