@@ -95,7 +95,8 @@ def builtin_station_data(plan: Plan, *, keithley_channels: Collection[int] = ())
             "instruments": instruments, "channels": channels, "sensors": sensors,
             "interlocks": {"o2_max": "1 ppm", "h2o_max": "1 ppm", "hysteresis": "0.2 ppm",
                            "hold_off": "30 s", "clear_for": "10 min",
-                           "sensor_timeout": "2 min", "resume_when_clear": True}}
+                           "sensor_timeout": "2 min", "resume_when_clear": True,
+                           "host_watchdog": "60 s"}}
 
 
 def cell_seed(station_seed: int, cell_id: str) -> int:
