@@ -88,7 +88,10 @@ class Ranges:
 
     ``modes``: which of ``MODES`` it runs; ``max_frequency_Hz``: the highest EIS frequency
     (None: no limit known); ``min_interval_s``: its fastest acquisition; ``max_step_s``: the
-    longest step it times.
+    longest step it times. ``max_interval_s`` and ``min_frequency_Hz``: the slowest
+    acquisition and the lowest EIS frequency of an output-on step it can keep within its host
+    watchdog (a chunk of at most ``host_watchdog_s`` holds a sample, or a point); no limit by
+    default.
     """
 
     max_current_A: float
@@ -97,6 +100,8 @@ class Ranges:
     max_frequency_Hz: float | None = None
     min_interval_s: float = 0.0
     max_step_s: float = math.inf
+    max_interval_s: float = math.inf
+    min_frequency_Hz: float | None = None
 
 
 EisPoint = tuple[float, float, complex]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import cmath
+import dataclasses
 import logging
 import math
 import re
@@ -681,7 +682,7 @@ class EmStat4:
         self._ser = ser
         self.timeout_s = timeout_s
         self.retries = retries
-        self.ranges = ranges
+        self.ranges = within_watchdog(ranges, host_watchdog_s)
         # without word from the host an output-on script ends (cell off) within this long: a
         # longer step runs as chunks of at most this, the next sent when one ends
         self.host_watchdog_s = host_watchdog_s
@@ -1233,6 +1234,13 @@ class EmStat4:
 def _check_timing(interval_s: float, duration_s: float) -> None:
     if not (interval_s > 0 and duration_s > 0 and math.isfinite(duration_s)):
         raise ValueError(f"interval {interval_s} s and duration {duration_s} s must be positive")
+
+
+def within_watchdog(ranges: Ranges, host_watchdog_s: float) -> Ranges:
+    """The ranges of an EmStat4 whose output-on steps run in chunks of at most
+    host_watchdog_s: each chunk holds a sample, an EIS point (3 periods) fits in one."""
+    return dataclasses.replace(ranges, max_interval_s=host_watchdog_s,
+                               min_frequency_Hz=3.0 / host_watchdog_s)
 
 
 def _check_watchdog(host_watchdog_s: float) -> None:

@@ -245,3 +245,33 @@ def test_a_run_whose_interval_exceeds_the_bound_ends_bad_plan_with_one_clear_eve
     assert events[0]["message"] == ('step plate: interval 10 s is longer than the host watchdog '
                                     '5 s: a chunk must hold at least one sample (record more '
                                     'often, or lengthen [interlocks] host_watchdog)')
+
+
+def test_validate_refuses_a_plan_the_station_watchdog_cannot_keep_before_anything_starts(
+        tmp_path: Path) -> None:
+    """`rig validate --station` (and `rig run`, through the drivers' ranges) say it up front:
+    a current step recorded less often than the watchdog, an EIS point longer than it."""
+    from drivers.emstat import EMSTAT4_LR_RANGES, within_watchdog
+    from rig.station import station_ranges
+    from rig.validate import check_ranges
+
+    station = tmp_path / "lab.toml"
+    station.write_text(STATION + '[interlocks]\nhost_watchdog = "5 s"\n', encoding="utf-8")
+    ranges = station_ranges(station)
+    assert ranges[0][1] == within_watchdog(EMSTAT4_LR_RANGES, 5.0)
+    spec = CellSpec(0, "c0", "symmetric", AREA, GLYME)
+    steps = (ConstantCurrent(1.13e-3, (EndCondition("time", 3600.0),), RecordRule(every_s=10.0),
+                             label="plate"),
+             Eis(1e5, 0.1, points_per_decade=5, amplitude_V=0.01, label="eis"))
+    plan = Plan("sequence", "t", Safety(-1.0, 1.0, 0.01), (ChannelPlan(spec, steps),))
+    assert check_ranges(plan, ranges, "p.toml") == [
+        "p.toml: cells[0] (c0, channel 0): EIS step \"eis\" sweeps down to 0.1 Hz, a point "
+        "longer (3 periods) than EmStat4 a on /dev/ttyACM0 can keep its output on without word "
+        "from the rig (the station's host_watchdog); start at 0.6 Hz or above, or lengthen "
+        "[interlocks] host_watchdog",
+        "p.toml: cells[0] (c0, channel 0): step \"plate\" acquire every 10 s, less often than "
+        "EmStat4 a on /dev/ttyACM0 can keep its output on without word from the rig (the "
+        "station's host_watchdog, 5 s); record more often, or lengthen [interlocks] "
+        "host_watchdog"]
+    default = {0: ("EmStat4", within_watchdog(EMSTAT4_LR_RANGES, 60.0))}
+    assert check_ranges(plan, default, "p.toml") == []

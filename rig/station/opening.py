@@ -175,14 +175,15 @@ def describe_instrument(entry: EmStat4Entry | Keithley2450Entry) -> str:
 def station_ranges(path: str | Path) -> dict[int, tuple[str, Ranges]]:
     """Channel -> (instrument, its ranges), read from a station file without opening anything
     (what `rig validate --station` checks a plan against)."""
-    from drivers.emstat import EMSTAT4_LR_RANGES
+    from drivers.emstat import EMSTAT4_LR_RANGES, within_watchdog
     from drivers.keithley2450 import Keithley2450
 
     config = read_station_file(path)
+    emstat = within_watchdog(EMSTAT4_LR_RANGES, config.interlocks.host_watchdog)
     out = {}
     for ch in config.channels:
         entry = config.instrument(ch.instrument)
-        ranges = EMSTAT4_LR_RANGES if isinstance(entry, EmStat4Entry) else Keithley2450.ranges
+        ranges = emstat if isinstance(entry, EmStat4Entry) else Keithley2450.ranges
         out[ch.channel] = (describe_instrument(entry), ranges)
     return out
 
