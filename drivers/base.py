@@ -88,7 +88,10 @@ class Ranges:
 
     ``modes``: which of ``MODES`` it runs; ``max_frequency_Hz``: the highest EIS frequency
     (None: no limit known); ``min_interval_s``: its fastest acquisition; ``max_step_s``: the
-    longest step it times.
+    longest step it times. ``max_interval_s`` and ``min_frequency_Hz``: the slowest
+    acquisition and the lowest EIS frequency of an output-on step it can keep within its host
+    watchdog (a chunk of at most ``host_watchdog_s`` holds a sample, or a point); no limit by
+    default.
     """
 
     max_current_A: float
@@ -97,6 +100,8 @@ class Ranges:
     max_frequency_Hz: float | None = None
     min_interval_s: float = 0.0
     max_step_s: float = math.inf
+    max_interval_s: float = math.inf
+    min_frequency_Hz: float | None = None
 
 
 EisPoint = tuple[float, float, complex]
@@ -120,6 +125,17 @@ class Potentiostat(Protocol):
 
     ``rejected``: why each garbled package since the caller last emptied the list was skipped
     (the caller logs and clears it; a driver that never skips keeps it empty).
+
+    ``host_watchdog_s`` (a constructor keyword and attribute of the rig's drivers, from the
+    station file's ``[interlocks] host_watchdog``): without word from the host, the instrument
+    switches its output off within this long, by whatever mechanism it offers. A streaming
+    driver may do it by running a longer step as several scripts ("chunks"), each ending with
+    the output off, the next sent when one ends; it then has ``chunk_end_s``: when the running
+    chunk ends, on the read frame (math.inf when none follows). Read by then (the engine
+    does) or the output stays off, at open circuit, until the next read starts the next chunk.
+    ``t_s`` counts the step's output-on time, continuous across the chunks. Not members of the
+    Protocol: a driver without them has no bound to keep (the engine reads ``chunk_end_s``
+    with a default).
     """
 
     ranges: Ranges

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import cmath
+import dataclasses
 import logging
 import math
 import re
@@ -99,7 +100,8 @@ ABORT_DRAIN_TIMEOUTS = 5  # abort() reads past the stream's backlog for at most 
 OCP_PROBE = (0.25, 1.0)   # (interval_s, duration_s) of the OCP read eis() uses when dc_V is None
 MISSING_IN_A_ROW = 3
 MAX_SILENCES = 2          # timeouts a script start recovers from (a lost reply, a lost abort)
-GARBLED_PACKAGE_MIN = 8   # a garbled line longer than this was a package (markers are shorter)      # well-formed packages lacking what the step needs before that is an error
+GARBLED_PACKAGE_MIN = 8   # a garbled line longer than this was a package (markers are shorter)
+DEFAULT_HOST_WATCHDOG_S = 60.0  # an output-on script runs at most this long (the cell then off)
 
 
 class DeviceError(InstrumentProtocolError):
@@ -243,51 +245,60 @@ def sample_from_package(line: str, step: str = "any", set_potential_V: float | N
     return Sample(values["eb"], potential, current, bool(status & STATUS_OVERLOAD))
 
 
-def parse_sample(line: str, _p: dict[str, float] = PREFIXES) -> Sample:
-    """Any CP/CA/OCP package -> Sample, each variable by its type (current 0 when it has none).
+def _shifted(sample: Sample, offset_s: float) -> Sample:
+    if not offset_s:
+        return sample
+    return Sample(sample.t_s + offset_s, sample.potential_V, sample.current_A, sample.overload)
+
+
+def parse_sample(line: str, offset_s: float = 0.0, _p: dict[str, float] = PREFIXES) -> Sample:
+    """Any CP/CA/OCP package -> Sample, each variable by its type (current 0 when it has none);
+    ``offset_s`` is added to its time (the step time before the script that sent it).
 
     ``parse_sample("Peb8989680m;ab8000000 ;ba8000000 ,12").overload -> True``
     """
     m = _SAMPLE_RE.fullmatch(line)
     if m is None:
-        return sample_from_package(line)
+        return _shifted(sample_from_package(line), offset_s)
     t, tp, tm, e, ep, em, i, ip, im = m.groups()
     overload = bool(_status(tm, em, im) & STATUS_OVERLOAD) if (tm or em or im) else False
-    return Sample((int(t, 16) - OFFSET) * _p[tp], (int(e, 16) - OFFSET) * _p[ep],
+    return Sample((int(t, 16) - OFFSET) * _p[tp] + offset_s, (int(e, 16) - OFFSET) * _p[ep],
                   (int(i, 16) - OFFSET) * _p[ip] if i else 0.0, overload)
 
 
-def parse_cp_sample(line: str, _p: dict[str, float] = PREFIXES) -> Sample:
+def parse_cp_sample(line: str, offset_s: float = 0.0, _p: dict[str, float] = PREFIXES
+                    ) -> Sample:
     """A CP package: measured potential ``ab`` and the current (set ``db`` or measured ``ba``)."""
     m = _CP_RE.fullmatch(line)
     if m is None:
-        return sample_from_package(line, "cp")
+        return _shifted(sample_from_package(line, "cp"), offset_s)
     t, tp, tm, e, ep, em, i, ip, im = m.groups()
     overload = bool(_status(tm, em, im) & STATUS_OVERLOAD) if (tm or em or im) else False
-    return Sample((int(t, 16) - OFFSET) * _p[tp], (int(e, 16) - OFFSET) * _p[ep],
+    return Sample((int(t, 16) - OFFSET) * _p[tp] + offset_s, (int(e, 16) - OFFSET) * _p[ep],
                   (int(i, 16) - OFFSET) * _p[ip], overload)
 
 
-def ca_sample_parser(potential_V: float) -> Callable[[str], Sample]:
+def ca_sample_parser(potential_V: float) -> Callable[..., Sample]:
     """The parser of a CA step at potential_V: measured current ``ba``; the potential from
     ``ab`` or ``da``, or the set potential when the package carries neither."""
-    def parse_ca_sample(line: str, _p: dict[str, float] = PREFIXES) -> Sample:
+    def parse_ca_sample(line: str, offset_s: float = 0.0, _p: dict[str, float] = PREFIXES
+                        ) -> Sample:
         m = _CA_RE.fullmatch(line)
         if m is None:
-            return sample_from_package(line, "ca", potential_V)
+            return _shifted(sample_from_package(line, "ca", potential_V), offset_s)
         t, tp, tm, e, ep, em, i, ip, im = m.groups()
         overload = bool(_status(tm, em, im) & STATUS_OVERLOAD) if (tm or em or im) else False
-        return Sample((int(t, 16) - OFFSET) * _p[tp], (int(e, 16) - OFFSET) * _p[ep],
+        return Sample((int(t, 16) - OFFSET) * _p[tp] + offset_s, (int(e, 16) - OFFSET) * _p[ep],
                       (int(i, 16) - OFFSET) * _p[ip], overload)
     return parse_ca_sample
 
 
-def parse_ocp_sample(line: str) -> Sample:
+def parse_ocp_sample(line: str, offset_s: float = 0.0) -> Sample:
     """An OCP package: time and measured potential ``ab``."""
     m = _SAMPLE_RE.fullmatch(line)
     if m is None or m.group(7):
-        return sample_from_package(line, "ocp")
-    return parse_sample(line)
+        return _shifted(sample_from_package(line, "ocp"), offset_s)
+    return parse_sample(line, offset_s)
 
 
 def parse_eis_point(line: str, _p: dict[str, float] = PREFIXES, t_s: float | None = None
@@ -494,29 +505,42 @@ def as_sent(value: float) -> float:
     return parse_si(format_si(value))
 
 
+def _eis_point(line: str, offset_s: float = 0.0) -> tuple[float, float, complex]:
+    t, f, z = parse_eis_point(line)
+    return t + offset_s, f, z
+
+
 @dataclass
 class _Run:
-    """The running script: its package schedule and how many packages were taken."""
+    """The running script: its package schedule and how many packages were taken; and, for a
+    step that runs as several scripts (chunks, each at most the host watchdog long), where
+    this one sits in the step."""
 
     kind: str                          # "samples" or "eis"
-    end_s: float                       # when the last package is due
+    end_s: float                       # when the last package is due (from the script's start)
     interval_s: float = 0.0            # regular loops
     times: list[float] | None = None   # EIS points
     received: int = 0
-    parse: Callable[[str], Any] = parse_sample  # what the step reads from each package
+    parse: Callable[..., Any] = parse_sample  # what the step reads from each package
     missing: int = 0                   # well-formed packages in a row without what it needs
     step: str = "any"                  # cp, ca, ocp or eis: what a package must carry
     set_potential_V: float | None = None  # ca: the potential when a package carries none
+    offset_s: float = 0.0              # step time before this script (added to each t_s)
+    anchor_s: float = 0.0              # when this script started, on the caller's read frame
+    chunks: _Chunks | None = None      # the scripts still to run after this one
+    last: Any = None                   # the last package taken (a cutoff check at a boundary)
 
     def untimed(self, line: str, k: int) -> Any:
         """Package k (1-based) without the timer: its time is the schedule's."""
         if self.kind == "eis":
-            return parse_eis_point(line, t_s=self.time_of(k))
-        return sample_from_package(line, self.step, self.set_potential_V, self.time_of(k))
+            t, f, z = parse_eis_point(line, t_s=self.time_of(k))
+            return t + self.offset_s, f, z
+        return _shifted(sample_from_package(line, self.step, self.set_potential_V,
+                                            self.time_of(k)), self.offset_s)
 
     @classmethod
     def loop(cls, interval_s: float, duration_s: float,
-             parse: Callable[[str], Any] = parse_sample, step: str = "any",
+             parse: Callable[..., Any] = parse_sample, step: str = "any",
              set_potential_V: float | None = None) -> _Run:
         """A CP/CA/OCP loop, timed with the numbers as the instrument reads them in the script."""
         return cls("samples", as_sent(duration_s), as_sent(interval_s), parse=parse,
@@ -525,7 +549,7 @@ class _Run:
     @classmethod
     def sweep(cls, f_start_Hz: float, f_end_Hz: float, n_points: int) -> _Run:
         times = eis_point_times(as_sent(f_start_Hz), as_sent(f_end_Hz), n_points)
-        return cls("eis", times[-1], times=times, parse=parse_eis_point, step="eis")
+        return cls("eis", times[-1], times=times, parse=_eis_point, step="eis")
 
     def due(self, until_s: float) -> int:
         if self.times is not None:
@@ -538,6 +562,87 @@ class _Run:
             return self.times[min(k, len(self.times)) - 1]
         return min(k * self.interval_s, self.end_s)
 
+    def expected(self) -> int:
+        """How many packages the script sends when it runs to its end."""
+        if self.times is not None:
+            return len(self.times)
+        return packages_due(self.interval_s, self.end_s, self.end_s)
+
+
+@dataclass
+class _Chunks:
+    """A step longer than the host watchdog, as the scripts it runs as: each at most the
+    watchdog of instrument time, ending with the cell off; the next one is sent when the
+    previous one has ended (and only then: a host that stops reading leaves the cell off)."""
+
+    total_s: float                                  # the step's duration, as the scripts run it
+    make: Callable[[float], tuple[bytes, _Run]]     # the chunk starting at step time done_s
+    broke: Callable[[Any], bool]                    # a sample made the script break its loop
+    done_s: float = 0.0                             # step time of the chunks that ended
+    origin: float = 0.0                             # now() when the first chunk was accepted
+    anchor_end: float = 0.0                         # when the running chunk ends (read frame)
+
+    def follows(self, run: _Run) -> bool:
+        """Whether another chunk follows ``run`` (when it runs to its end)."""
+        return self.done_s + run.end_s < self.total_s - 1e-6
+
+
+def _loop_chunks(interval_s: float, duration_s: float, watchdog_s: float,
+                 script: Callable[[float], list[str]], run: Callable[[float], _Run],
+                 broke: Callable[[Any], bool]) -> _Chunks:
+    """A CP/CA step in chunks of a whole number of intervals (so the packages fall where one
+    long script puts them), the full chunk's script formatted once."""
+    per_chunk = math.floor(watchdog_s / as_sent(interval_s) + 1e-9)
+    if per_chunk < 1:
+        raise ValueError(f"interval {interval_s:g} s is longer than the host watchdog "
+                         f"{watchdog_s:g} s: a chunk must hold at least one sample (record "
+                         "more often, or lengthen [interlocks] host_watchdog)")
+    full_s = as_sent(per_chunk * as_sent(interval_s))
+    total_s = as_sent(duration_s)
+    full = script_bytes(script(full_s))
+
+    def make(done_s: float) -> tuple[bytes, _Run]:
+        left = total_s - done_s
+        if left > full_s + 1e-6:
+            return full, run(full_s)
+        return script_bytes(script(as_sent(left))), run(as_sent(left))
+    return _Chunks(total_s, make, broke)
+
+
+def _sweep_chunks(freqs: list[float], watchdog_s: float,
+                  script: Callable[[float, float, int], list[str]]) -> _Chunks:
+    """An EIS sweep in chunks of consecutive points (a log-spaced part of a log-spaced sweep
+    is one again), each at most the watchdog long; a point longer than it is refused."""
+    point_s = [max(1.0, 3.0 / f) for f in freqs]
+    slowest = max(range(len(freqs)), key=point_s.__getitem__)
+    if point_s[slowest] > watchdog_s + 1e-9:
+        raise ValueError(f"the EIS point at {freqs[slowest]:g} Hz takes {point_s[slowest]:g} s, "
+                         f"longer than the host watchdog {watchdog_s:g} s: start the sweep "
+                         "higher, or lengthen [interlocks] host_watchdog")
+    groups, start, spent = [], 0, 0.0
+    for k, t in enumerate(point_s):
+        if spent + t > watchdog_s + 1e-9:
+            groups.append((start, k - 1))
+            start, spent = k, 0.0
+        spent += t
+    groups.append((start, len(freqs) - 1))
+    plans = []
+    for a, b in groups:
+        f_a, f_b = _six_digits(freqs[a]), _six_digits(freqs[b])
+        plans.append((script_bytes(script(f_a, f_b, b - a + 1)), (f_a, f_b, b - a + 1)))
+    queue = iter(plans)
+
+    def make(done_s: float) -> tuple[bytes, _Run]:
+        data, (f_a, f_b, n) = next(queue)
+        return data, _Run.sweep(f_a, f_b, n)
+    total = sum(_Run.sweep(*p[1]).end_s for p in plans)
+    return _Chunks(total, make, lambda _: False)
+
+
+def _six_digits(f_Hz: float) -> float:
+    """A frequency inside a sweep, to 6 significant digits (a short number for the script)."""
+    return float(f"{f_Hz:.6g}")
+
 
 # ---- the driver ---------------------------------------------------------------------------------
 class EmStat4:
@@ -547,30 +652,46 @@ class EmStat4:
 
     def __init__(self, port: str, baudrate: int = BAUDRATE, timeout_s: float = 2.0,
                  retries: int = 2,
-                 ranges: Ranges = EMSTAT4_LR_RANGES) -> None:
+                 ranges: Ranges = EMSTAT4_LR_RANGES, *,
+                 host_watchdog_s: float = DEFAULT_HOST_WATCHDOG_S,
+                 now: Callable[[], float] | None = None) -> None:
+        _check_watchdog(host_watchdog_s)
         try:
             ser = serial.Serial(port, baudrate=baudrate, timeout=timeout_s,
                                 write_timeout=timeout_s)
         except PORT_ERRORS as exc:
             raise InstrumentGone(f"cannot open {port}: {exc}") from exc
-        self._attach(ser, timeout_s, retries, ranges)
+        self._attach(ser, timeout_s, retries, ranges, host_watchdog_s, now)
 
     @classmethod
     def from_serial(cls, ser: Any, *, timeout_s: float = 2.0, retries: int = 2,
-                    ranges: Ranges = EMSTAT4_LR_RANGES
-                    ) -> EmStat4:
+                    ranges: Ranges = EMSTAT4_LR_RANGES,
+                    host_watchdog_s: float = DEFAULT_HOST_WATCHDOG_S,
+                    now: Callable[[], float] | None = None) -> EmStat4:
         """Wrap an already-open pyserial port (``serial.serial_for_url(...)``)."""
+        _check_watchdog(host_watchdog_s)
         self = cls.__new__(cls)
         ser.timeout = timeout_s
         ser.write_timeout = timeout_s
-        self._attach(ser, timeout_s, retries, ranges)
+        self._attach(ser, timeout_s, retries, ranges, host_watchdog_s, now)
         return self
 
-    def _attach(self, ser: Any, timeout_s: float, retries: int, ranges: Ranges) -> None:
+    def _attach(self, ser: Any, timeout_s: float, retries: int, ranges: Ranges,
+                host_watchdog_s: float = DEFAULT_HOST_WATCHDOG_S,
+                now: Callable[[], float] | None = None) -> None:
         self._ser = ser
         self.timeout_s = timeout_s
         self.retries = retries
-        self.ranges = ranges
+        self.ranges = within_watchdog(ranges, host_watchdog_s)
+        # without word from the host an output-on script ends (cell off) within this long: a
+        # longer step runs as chunks of at most this, the next sent when one ends
+        self.host_watchdog_s = host_watchdog_s
+        # the caller's clock, to time when each chunk started on the read frame; without it
+        # a chunk counts as started at the read that saw the previous one end (exact when the
+        # reads make time, as on a virtual clock; a round trip late per chunk on the wall)
+        self._now = now
+        self._until = 0.0             # until_s of the read in progress
+        self.chunks_started = 0       # chunk boundaries crossed (the second chunk on of a step)
         self._lines: list[str] = []   # complete lines not yet consumed, from self._next on
         self._next = 0
         self._tail = ""               # a partial line
@@ -627,9 +748,12 @@ class EmStat4:
         if not e_min_V < e_max_V:
             raise ValueError(f"safety window [{e_min_V}, {e_max_V}] V is empty")
         _check_timing(interval_s, duration_s)
-        self._start(build_cp_script(current_A, interval_s, duration_s, e_min_V, e_max_V,
-                                    self.ranges.max_potential_V),
-                    _Run.loop(interval_s, duration_s, parse_cp_sample, "cp"))
+        max_v = self.ranges.max_potential_V
+        self._start_chunked(
+            interval_s, duration_s,
+            lambda d: build_cp_script(current_A, interval_s, d, e_min_V, e_max_V, max_v),
+            lambda d: _Run.loop(interval_s, d, parse_cp_sample, "cp"),
+            lambda s: not e_min_V <= s.potential_V <= e_max_V)
 
     def start_potential(self, potential_V: float, interval_s: float, duration_s: float,
                         i_max_A: float) -> None:
@@ -639,9 +763,12 @@ class EmStat4:
         if not i_max_A > 0:
             raise ValueError(f"i_max_A must be positive, not {i_max_A}")
         _check_timing(interval_s, duration_s)
-        self._start(build_ca_script(potential_V, interval_s, duration_s, i_max_A),
-                    _Run.loop(interval_s, duration_s, ca_sample_parser(as_sent(potential_V)),
-                              "ca", as_sent(potential_V)))
+        parse = ca_sample_parser(as_sent(potential_V))
+        self._start_chunked(
+            interval_s, duration_s,
+            lambda d: build_ca_script(potential_V, interval_s, d, i_max_A),
+            lambda d: _Run.loop(interval_s, d, parse, "ca", as_sent(potential_V)),
+            lambda s: not abs(s.current_A) <= i_max_A)
 
     def start_open_circuit(self, interval_s: float, duration_s: float) -> None:
         """Rest at open circuit (OCP), recording the potential."""
@@ -660,13 +787,26 @@ class EmStat4:
             raise ValueError(f"EIS amplitude {amplitude_V} V is not in (0, "
                              f"{self.ranges.max_potential_V}] V")
         self._check_potential(dc_V)
-        self._start(build_eis_script(f_start_Hz, f_end_Hz, int(n_points), amplitude_V, dc_V,
-                                     self.ranges.max_potential_V, self.ranges.max_current_A),
-                    _Run.sweep(f_start_Hz, f_end_Hz, int(n_points)))
+        max_v, max_i = self.ranges.max_potential_V, self.ranges.max_current_A
+
+        def script(f_a: float, f_b: float, n: int) -> list[str]:
+            return build_eis_script(f_a, f_b, n, amplitude_V, dc_V, max_v, max_i)
+        whole = _Run.sweep(f_start_Hz, f_end_Hz, int(n_points))
+        if whole.end_s <= self.host_watchdog_s + 1e-9:
+            self._start(script(f_start_Hz, f_end_Hz, int(n_points)), whole)
+            return
+        freqs = eis_frequencies(as_sent(f_start_Hz), as_sent(f_end_Hz), int(n_points))
+        chunks = _sweep_chunks(freqs, self.host_watchdog_s, script)
+        self._start(*chunks.make(0.0), chunks)
 
     def eis_sweep_duration_s(self, f_start_Hz: float, f_end_Hz: float, n_points: int) -> float:
-        """How long the sweep takes: each point max(1 s, 3 periods), as the script runs it."""
-        return _Run.sweep(f_start_Hz, f_end_Hz, int(n_points)).end_s
+        """How long the sweep takes: each point max(1 s, 3 periods), as the script runs it
+        (in chunks when longer than the host watchdog: their gaps are not counted)."""
+        whole = _Run.sweep(f_start_Hz, f_end_Hz, int(n_points))
+        if whole.end_s <= self.host_watchdog_s + 1e-9:
+            return whole.end_s
+        freqs = eis_frequencies(as_sent(f_start_Hz), as_sent(f_end_Hz), int(n_points))
+        return _sweep_chunks(freqs, self.host_watchdog_s, lambda a, b, n: []).total_s
 
     # ---- streaming ---------------------------------------------------------------------------
     def read_samples(self, until_s: float, *, greedy: bool = False
@@ -802,22 +942,63 @@ class EmStat4:
                                  f"+-{self.ranges.max_potential_V} V range")
 
     # ---- internals: scripts ------------------------------------------------------------------
-    def _start(self, lines: list[str], run: _Run) -> None:
+    def _start_chunked(self, interval_s: float, duration_s: float,
+                       script: Callable[[float], list[str]], run: Callable[[float], _Run],
+                       broke: Callable[[Any], bool]) -> None:
+        """An output-on step: one script if it fits the host watchdog, else the first of its
+        chunks (each a whole number of intervals, at most host_watchdog_s long)."""
+        if as_sent(duration_s) <= self.host_watchdog_s + 1e-9:
+            self._start(script(duration_s), run(duration_s))
+            return
+        chunks = _loop_chunks(interval_s, duration_s, self.host_watchdog_s, script, run, broke)
+        self._start(*chunks.make(0.0), chunks)
+
+    def _next_chunk(self, run: _Run) -> _Run:
+        """The running chunk ended: send the next at once (the cell is off until it starts),
+        through ``_start`` (a lost or garbled reply is resynced as at any start). Its 'e' is
+        waited for: it says the instrument started the chunk now, on the caller's clock."""
+        chunks = run.chunks
+        assert chunks is not None
+        chunks.done_s += run.end_s
+        data, nxt = chunks.make(chunks.done_s)
+        nxt.offset_s = chunks.done_s
+        self._run = None   # the last chunk ended: nothing to abort before the next
+        # and nothing unread: its empty line was the last it sent
+        self._start(data, nxt, chunks, clean=not self._tail and self._next >= len(self._lines))
+        self.chunks_started += 1
+        return nxt
+
+    @property
+    def chunk_end_s(self) -> float:
+        """When the running chunk of a longer step ends, on the read frame (seconds since the
+        step started, like read_samples' until_s); math.inf when no chunk follows it. Read at
+        that time (or sooner) and the next chunk starts without a gap."""
+        run = self._run
+        if run is None or run.chunks is None:
+            return math.inf
+        return run.anchor_s + run.end_s if run.chunks.follows(run) else math.inf
+
+    def _start(self, lines: list[str] | bytes, run: _Run, chunks: _Chunks | None = None,
+               clean: bool = False) -> None:
         """Send a script and see it accepted. A lost or garbled reply leaves it unknown whether
         the script runs: abort (which drains whatever ran) and send it again, at most
         ``retries`` times and after at most MAX_SILENCES silences (then the typed error: a
         port that stays silent is gone, and must not hold the channel for long)."""
-        data = script_bytes(lines)
+        data = lines if isinstance(lines, bytes) else script_bytes(lines)
+        run.chunks = chunks
         timeouts = 0
         for attempt in range(self.retries + 1):
             try:
                 if self._run is not None or attempt:
                     self.abort()
-                self._discard_input()
+                if attempt or not clean:
+                    self._discard_input()
                 self._run = run  # from here a failure leaves the script "maybe running"
                 run.received = 0
                 self._send(data)
                 self._expect_accepted()
+                if chunks is not None:
+                    self._anchor(run, chunks)
                 return
             except DeviceError as exc:
                 self._run = None   # the script was refused: nothing runs
@@ -836,6 +1017,18 @@ class EmStat4:
             log.info("%r: script reply lost or garbled; aborting and sending it again", self)
             time.sleep(_backoff(attempt + 1))
 
+    def _anchor(self, run: _Run, chunks: _Chunks) -> None:
+        """When a chunk just accepted started, on the caller's read frame."""
+        first = run.offset_s == 0.0
+        if self._now is not None:
+            if first:
+                chunks.origin = self._now()
+            run.anchor_s = self._now() - chunks.origin
+        elif not first:
+            previous = chunks.anchor_end
+            run.anchor_s = max(previous, self._until) if math.isfinite(self._until) else previous
+        chunks.anchor_end = run.anchor_s + run.end_s
+
     def _expect_accepted(self) -> None:
         line = self._reply_line()
         if parse_line(line).kind != "accepted":
@@ -843,7 +1036,8 @@ class EmStat4:
 
     def _stream(self, until_s: float, kind: str, greedy: bool = False
                 ) -> tuple[list[Any], bool]:
-        """Packages due by until_s (waiting for them), plus those already here when greedy."""
+        """Packages due by until_s (waiting for them), plus those already here when greedy.
+        A chunk that ends before its step does is followed by the next one at once."""
         run = self._run
         if run is None:
             return [], True
@@ -851,9 +1045,24 @@ class EmStat4:
             raise RuntimeError(f"the running script sends {run.kind} packages, not {kind}")
         if math.isnan(until_s):
             raise ValueError("until_s is NaN")
-        due = run.due(until_s + TIME_TOLERANCE_S)       # wait for these (silence -> timeout)
-        end_due = until_s + TIME_TOLERANCE_S >= run.end_s  # and for the script's end
+        self._until = until_s
         out: list[Any] = []
+        while True:
+            # wait for these (silence -> timeout), and for the script's end
+            since = until_s - run.anchor_s + TIME_TOLERANCE_S
+            due = run.due(since)
+            end_due = since >= run.end_s
+            if self._stream_script(run, due, end_due, greedy, out):
+                return out, False
+            if self._run is not None:   # the chunk ended; the next one now runs
+                run = self._run
+                continue
+            return out, True
+
+    def _stream_script(self, run: _Run, due: int, end_due: bool, greedy: bool,
+                       out: list[Any]) -> bool:
+        """Read the running script's packages into out: True when it is still running (what
+        was due is in), False when it ended (then self._run is the next chunk, or None)."""
         while True:
             if run.received < due:
                 self._take_packages(due - run.received, out, run)
@@ -861,11 +1070,11 @@ class EmStat4:
                 if run.received < due or end_due:
                     self._read_blocking()
                     continue
-                return out, False
+                return True
             line = self._lines[self._next]
             if line[:1] == "P":
                 if run.received >= due and not (end_due or greedy):
-                    return out, False   # a later call's package
+                    return True   # a later call's package
                 self._take_packages(1, out, run)
                 continue
             self._next += 1
@@ -880,16 +1089,22 @@ class EmStat4:
                 continue
             if event.kind == "script_end":
                 self._run = None
-                return out, True
+                chunks = run.chunks
+                if (chunks is not None and chunks.follows(run)
+                        and run.received >= run.expected()
+                        and not (run.last is not None and chunks.broke(run.last))):
+                    self._next_chunk(run)   # ran to its end, and the step goes on
+                return False
 
     def _take_packages(self, n: int, out: list[Any], run: _Run) -> None:
         """Parse up to n buffered packages into out (the hot loop: keep it lean)."""
-        lines, i, parse = self._lines, self._next, run.parse
+        lines, i, parse, offset = self._lines, self._next, run.parse, run.offset_s
         stop = min(len(lines), i + n)
+        start = len(out)
         j = i
         while j < stop and lines[j][:1] == "P":
             try:
-                out.append(parse(lines[j]))
+                out.append(parse(lines[j], offset))
                 run.missing = 0
             except MissingVariable as exc:  # cut short on the wire, or what the step lacks
                 if exc.needs == "eb":
@@ -910,6 +1125,8 @@ class EmStat4:
             j += 1
         self._next = j
         run.received += j - i
+        if len(out) > start:
+            run.last = out[-1]
 
     def _read_to_end(self, read: Callable[..., tuple[list[T], bool]]) -> list[T]:
         """Follow a running script on the wall clock until it ends."""
@@ -920,7 +1137,7 @@ class EmStat4:
             out += got
             if ended or self._run is None:
                 return out
-            due = self._run.time_of(self._run.received + 1)
+            due = self._run.anchor_s + self._run.time_of(self._run.received + 1)
             time.sleep(min(max(due - (time.monotonic() - t0), 0.001), 1.0))
 
     # ---- internals: queries --------------------------------------------------------------------
@@ -1017,6 +1234,19 @@ class EmStat4:
 def _check_timing(interval_s: float, duration_s: float) -> None:
     if not (interval_s > 0 and duration_s > 0 and math.isfinite(duration_s)):
         raise ValueError(f"interval {interval_s} s and duration {duration_s} s must be positive")
+
+
+def within_watchdog(ranges: Ranges, host_watchdog_s: float) -> Ranges:
+    """The ranges of an EmStat4 whose output-on steps run in chunks of at most
+    host_watchdog_s: each chunk holds a sample, an EIS point (3 periods) fits in one."""
+    return dataclasses.replace(ranges, max_interval_s=host_watchdog_s,
+                               min_frequency_Hz=3.0 / host_watchdog_s)
+
+
+def _check_watchdog(host_watchdog_s: float) -> None:
+    if not (host_watchdog_s > 0 and math.isfinite(host_watchdog_s)):
+        raise ValueError(f"host_watchdog_s must be a positive number of seconds, "
+                         f"not {host_watchdog_s!r}")
 
 
 def _backoff(attempt: int) -> float:

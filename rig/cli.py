@@ -545,11 +545,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not args.protocol:
         raise UsageError("validate: give a protocol file, or --schema")
-    from drivers.emstat import EMSTAT4_LR_RANGES
+    from drivers.emstat import DEFAULT_HOST_WATCHDOG_S, EMSTAT4_LR_RANGES, within_watchdog
     from rig.validate import check_ranges
 
     loaded = _load(args.protocol)
-    ranges = {cp.cell.channel: ("simulated EmStat4", EMSTAT4_LR_RANGES)
+    simulated = within_watchdog(EMSTAT4_LR_RANGES, DEFAULT_HOST_WATCHDOG_S)
+    ranges = {cp.cell.channel: ("simulated EmStat4", simulated)
               for cp in loaded.plan.channels}
     if getattr(args, "station", None):
         ranges = _station_ranges(args.station)

@@ -71,6 +71,14 @@ def _timing_problems(steps: list[Step], r: Ranges, where: str, name: str) -> lis
         problems.append(f"{where}: {_labels(fast, 'step')} acquire every {every * 1e3:g} ms, "
                         f"faster than {name} measures (at most every "
                         f"{r.min_interval_s * 1e3:g} ms); raise the record interval")
+    output_on = [s for s in timed if not isinstance(s, Rest)]
+    slow = [s for s in output_on if acquire_every(s.record) > r.max_interval_s * (1 + 1e-9)]
+    if slow:
+        every = max(acquire_every(s.record) for s in slow)
+        problems.append(f"{where}: {_labels(slow, 'step')} acquire every {every:g} s, less "
+                        f"often than {name} can keep its output on without word from the rig "
+                        f"(the station's host_watchdog, {r.max_interval_s:g} s); record more "
+                        "often, or lengthen [interlocks] host_watchdog")
     durations = [(s, step_duration(s)) for s in timed]
     long = [s for s, t in durations if t is not None and t > r.max_step_s]
     if long:
@@ -101,4 +109,14 @@ def _capability_problems(steps: list[Step], r: Ranges, where: str, name: str) ->
             problems.append(f"{where}: {_labels(too_high, 'EIS step')} sweeps up to "
                             f"{f / 1e3:g} kHz, above the {r.max_frequency_Hz / 1e3:g} kHz "
                             f"maximum of {name}")
+    if r.min_frequency_Hz is not None and "eis" in r.modes:
+        too_low = [s for s in steps if isinstance(s, Eis)
+                   and min(s.f_start_Hz, s.f_end_Hz) < r.min_frequency_Hz * (1 - 1e-9)]
+        if too_low:
+            f = min(min(s.f_start_Hz, s.f_end_Hz) for s in too_low)
+            problems.append(f"{where}: {_labels(too_low, 'EIS step')} sweeps down to {f:g} Hz, "
+                            f"a point longer (3 periods) than {name} can keep its output on "
+                            "without word from the rig (the station's host_watchdog); start "
+                            f"at {r.min_frequency_Hz:.3g} Hz or above, or lengthen "
+                            "[interlocks] host_watchdog")
     return problems

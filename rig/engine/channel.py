@@ -364,8 +364,11 @@ class ChannelRunner:
         dc = step.dc_V if step.dc_V is not None else await self._open_circuit_potential()
         decades = abs(math.log10(step.f_start_Hz / step.f_end_Hz))
         n_points = max(2, round(decades * step.points_per_decade) + 1)
-        await self.link.call(self.driver.start_eis, step.f_start_Hz, step.f_end_Hz, n_points,
-                             step.amplitude_V, dc)
+        try:
+            await self.link.call(self.driver.start_eis, step.f_start_Hz, step.f_end_Hz,
+                                 n_points, step.amplitude_V, dc)
+        except ValueError as exc:  # a point longer than the host watchdog, say
+            raise cond.BadPlan(f"step {step.label or step.kind}: {exc}") from None
         self.state.eis_sweeps += 1
         sweep = self.state.eis_sweeps
         # how long the sweep takes is the instrument's to say (its own pace per frequency)
@@ -373,7 +376,8 @@ class ChannelRunner:
         t0, ended, n = clock.now(), False, 0
         while not ended:
             target = await self._sleep_until(min(t0 + expected,
-                                                 clock.now() + ctx.read_window(1.0)))
+                                                 clock.now() + ctx.read_window(1.0),
+                                                 t0 + _chunk_end(self.driver)))
             until = target - t0 if target < t0 + expected else math.inf
             points, ended = await self.link.call(self.driver.read_eis, until)
             if points:
@@ -412,7 +416,10 @@ class ChannelRunner:
             duration = min(t_left, q_left)
             if duration <= 1e-9:
                 return self._result(step, totals, limit.kind, limit.then)
-            await start(duration)
+            try:
+                await start(duration)
+            except ValueError as exc:  # the driver cannot run it (host_watchdog vs interval)
+                raise cond.BadPlan(f"step {step.label or step.kind}: {exc}") from None
             outcome = await self._stream(step, duration, totals, limit)
             if outcome is not None:
                 return outcome
@@ -447,7 +454,8 @@ class ChannelRunner:
         ended = False
         while not ended:
             target = await self._sleep_until(min(t0 + duration,
-                                                 _next_read(clock, t0, window, interval)))
+                                                 _next_read(clock, t0, window, interval),
+                                                 t0 + _chunk_end(self.driver)))
             until = target - t0 if target < t0 + duration else math.inf
             samples, ended = await self._read(until)
             verdict = judge.judge(samples)
@@ -637,6 +645,15 @@ STEP_KINDS: dict[str, StepRun] = {
     "eis": ChannelRunner._run_eis,
 }
 """How each kind of step is run (a Loop is the cursor's, never run)."""
+
+
+def _chunk_end(driver: Any) -> float:
+    """When the instrument's running chunk of the step ends (seconds after the step started):
+    a driver whose instrument switches its output off without word from the host runs a long
+    step as several scripts (drivers.base.Potentiostat, host_watchdog_s); read then, so the
+    next chunk starts without a gap. math.inf: nothing to do before the step's own end."""
+    end: float = getattr(driver, "chunk_end_s", math.inf)
+    return end
 
 
 def _next_read(clock: RealClock | VirtualClock, t0: float, window: float, interval: float) -> float:

@@ -149,6 +149,8 @@ MSCRIPT_VERSION_REPLY = "v01.08.00"           # reply to `v`: the MethodSCRIPT v
 MAX_LINE_BYTES = 4096  # a longer host line without newline is dropped as one bad command
 EPS_S = 1e-6  # a package is due when t0 + t_k <= now + EPS_S (clock float resolution ~0.2 us)
 PUMP_PERIOD_S = 0.1  # longest wall-time sleep of the pump thread on a real clock
+COMPILED_CACHE = 64  # scripts kept compiled
+_RANGE_PLANS: dict[tuple[Any, ...], dict[str, tuple[Any, float, str]]] = {}  # by ranges allowed
 MAX_STEPS_WITHOUT_TIME = 100_000  # a script spinning this long without a loop or wait: !4020
 
 
@@ -291,6 +293,7 @@ class SimulatedEmStat4:
         self._faults = _Faults(fault) if fault else None
         self._lock = threading.Lock()
         self._out: queue.Queue[bytes | None] = queue.Queue()
+        self._queued = self._written = 0  # items put on _out; items the writer has written
         self._stop = threading.Event()
         self._pump_wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -310,6 +313,9 @@ class SimulatedEmStat4:
         self._range_plans: dict[str, tuple[Any, float, str]] = {}
         self._plan_ranges()
         self._collecting: list[str] | None = None  # lines of an `e` script being received
+        # scripts compiled before (a host sends the same chunk script again and again): a
+        # Program is never changed by running it
+        self._compiled: dict[tuple[tuple[str, ...], int], Program] = {}
 
     # --- lifecycle
     @property
@@ -536,15 +542,24 @@ class SimulatedEmStat4:
         return clamped, over_meta, True
 
     def _plan_ranges(self) -> None:
-        """Per type, (full scale, metadata) of each allowed range, lowest first (the hot path)."""
+        """Per type, (full scale, metadata) of each allowed range, lowest first (the hot path);
+        planned once per set of ranges (each chunk of a long step sets the same ones)."""
+        key = tuple(self._ranges.items())
+        plans = _RANGE_PLANS.get(key)
+        if plans is None:
+            plans = _RANGE_PLANS[key] = self._planned(self._ranges)
+        self._range_plans = plans
+
+    @staticmethod
+    def _planned(ranges: dict[str, tuple[int, int]]) -> dict[str, tuple[Any, float, str]]:
         plans = {}
-        for vtype, (low, high) in self._ranges.items():
+        for vtype, (low, high) in ranges.items():
             table = RANGE_TABLES[vtype]
             allowed = tuple((full_scale(vtype, k), f",10,2{table[k][1]:02X}")
                             for k in range(low, high + 1))
             plans[vtype] = (allowed, full_scale(vtype, high),
                             f",1{STATUS_OVERLOAD:X},2{table[high][1]:02X}")
-        self._range_plans = plans
+        return plans
 
     def _measure(self, run: _Run, dt: float, regs: list[float], meta: list[str]) -> None:
         """Drive the cell for ``dt`` and store the loop's variables with their metadata."""
@@ -731,23 +746,32 @@ class SimulatedEmStat4:
             if b"\n" not in buffer and len(buffer) > MAX_LINE_BYTES:
                 buffer = b""
                 self._on_line("<overlong line>")
-            while b"\n" in buffer:
-                raw, buffer = buffer.split(b"\n", 1)
-                self._on_line(raw.decode("ascii", "replace").rstrip("\r"))
+            if b"\n" in buffer:
+                *raws, buffer = buffer.split(b"\n")
+                with self._lock:  # a whole script's lines at once
+                    for raw in raws:
+                        self._on_line_locked(raw.decode("ascii", "replace").rstrip("\r"))
 
     def _on_line(self, line: str) -> None:
         with self._lock:
-            if self._faults and self.clock.now() < self._faults.dead_until:
-                self._collecting = None
-                return
-            if self._collecting is not None:
-                self._collect(line)
-                return
-            command = line.strip()
-            if command == "e":
-                self._collecting = []
-            else:
-                self._command(command)
+            self._on_line_locked(line)
+
+    def _on_line_locked(self, line: str) -> None:
+        collecting = self._collecting
+        if collecting is not None and self._faults is None and line and not line.isspace():
+            collecting.append(line)   # a script's line (the hot path of a chunk)
+            return
+        if self._faults and self.clock.now() < self._faults.dead_until:
+            self._collecting = None
+            return
+        if self._collecting is not None:
+            self._collect(line)
+            return
+        command = line.strip()
+        if command == "e":
+            self._collecting = []
+        else:
+            self._command(command)
 
     def _collect(self, line: str) -> None:
         assert self._collecting is not None
@@ -786,12 +810,18 @@ class SimulatedEmStat4:
         if self._script is not None:
             self._refuse(ERR_BUSY, "a script is already running", prefix="e")
             return
-        try:
-            program = parse_script(script_lines, self._mode)
-        except ScriptError as exc:
-            self.last_error = str(exc)
-            self._send([exc.wire(prefix="e")])
-            return
+        key = (tuple(script_lines), self._mode)
+        program = self._compiled.get(key)
+        if program is None:
+            try:
+                program = parse_script(script_lines, self._mode)
+            except ScriptError as exc:
+                self.last_error = str(exc)
+                self._send([exc.wire(prefix="e")])
+                return
+            if len(self._compiled) >= COMPILED_CACHE:
+                self._compiled.clear()
+            self._compiled[key] = program
         now = self.clock.now()
         lines = ["e"]
         self._advance(now, lines)  # the cell rests up to the acceptance time
@@ -822,14 +852,29 @@ class SimulatedEmStat4:
 
     # --- output (writer thread)
     def _send(self, lines: list[str]) -> None:
-        """Queue lines (each gets a newline) as one item; called under the lock."""
+        """Send lines (each gets a newline) as one item; called under the lock. Written at
+        once when nothing is queued and the pty takes it all (no thread hand-off on the
+        round trip a host waits for); else queued for the writer thread, so a full pty never
+        blocks the caller (the clock's jump, the reader thread)."""
         if not lines:
             return
         if self._faults:
             if self.clock.now() < self._faults.dead_until:
                 return
             lines = self._faults.lines(lines)
-        self._out.put(("\n".join(lines) + "\n").encode("ascii"))
+        data = ("\n".join(lines) + "\n").encode("ascii")
+        if self._queued == self._written and not self._stop.is_set():
+            try:
+                n = os.write(self._master, data)
+            except BlockingIOError:
+                n = 0
+            except OSError:
+                return
+            if n == len(data):
+                return
+            data = data[n:]
+        self._queued += 1
+        self._out.put(data)
 
     def _write_loop(self) -> None:
         while True:
@@ -837,6 +882,7 @@ class SimulatedEmStat4:
             if data is None or self._stop.is_set():
                 return
             self._write_all(data)
+            self._written += 1  # after the write: _send writes directly only once all are out
 
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)

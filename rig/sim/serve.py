@@ -95,7 +95,8 @@ def builtin_station_data(plan: Plan, *, keithley_channels: Collection[int] = ())
             "instruments": instruments, "channels": channels, "sensors": sensors,
             "interlocks": {"o2_max": "1 ppm", "h2o_max": "1 ppm", "hysteresis": "0.2 ppm",
                            "hold_off": "30 s", "clear_for": "10 min",
-                           "sensor_timeout": "2 min", "resume_when_clear": True}}
+                           "sensor_timeout": "2 min", "resume_when_clear": True,
+                           "host_watchdog": "60 s"}}
 
 
 def cell_seed(station_seed: int, cell_id: str) -> int:
@@ -307,6 +308,31 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 # ---- rig sim serve ---------------------------------------------------------------------------
+OUTPUT_POLL_S = 0.05  # how often `rig sim serve` looks at each simulator's output
+
+
+class OutputWatch:
+    """Prints a line when a simulated instrument's output switches on or off: what the
+    instrument truly does (each simulator's ``output_on``), seen within OUTPUT_POLL_S.
+
+    ``rig sim serve: es4-ch0 output on at t=1767225600.125`` (t on the served clock, Unix s)
+    """
+
+    def __init__(self, by_name: dict[str, Any], clock: Clock, out: Any = None) -> None:
+        self.clock = clock
+        self.out = out
+        self.sims = {name: sim for name, sim in by_name.items() if hasattr(sim, "output_on")}
+        self.state = {name: False for name in self.sims}
+
+    def poll(self) -> None:
+        for name, sim in self.sims.items():
+            on = bool(sim.output_on)
+            if on != self.state[name]:
+                self.state[name] = on
+                print(f"rig sim serve: {name} output {'on' if on else 'off'} at "
+                      f"t={self.clock.now():.3f}", file=self.out or sys.stderr, flush=True)
+
+
 def serve(data: dict[str, Any], plan: Plan | None, clock: RealClock, *, seed: int = 0,
           out: Path | None = None, source: str = "<station>",
           stop: threading.Event | None = None) -> int:
@@ -327,8 +353,9 @@ def serve(data: dict[str, Any], plan: Plan | None, clock: RealClock, *, seed: in
             print(f"rig sim serve: {len(sims.simulators)} simulated instrument(s) serving"
                   + (f"; station file {out}" if out else "") + "; Ctrl-C to stop",
                   file=sys.stderr, flush=True)
-            while not stop.wait(0.2):
-                pass
+            watch = OutputWatch(sims.by_name, clock)
+            while not stop.wait(OUTPUT_POLL_S):
+                watch.poll()
         finally:
             sims.close()
         print("rig sim serve: stopped", file=sys.stderr, flush=True)

@@ -22,6 +22,7 @@ from rig.engine.interlocks import AtmosphereLimits as Interlocks
 from rig.engine.link import Link
 from rig.station.lock import lock_station
 from rig.station.schema import (
+    DEFAULT_HOST_WATCHDOG_S,
     AtmosphereEntry,
     EmStat4Entry,
     InterlocksEntry,
@@ -133,15 +134,19 @@ class Station:
 
 
 # ---- opening drivers -----------------------------------------------------------------------------
-def open_instrument(entry: EmStat4Entry | Keithley2450Entry, clock: Clock) -> Potentiostat:
-    """The driver of one [[instruments]] entry, connected (raises InstrumentError)."""
+def open_instrument(entry: EmStat4Entry | Keithley2450Entry, clock: Clock, *,
+                    host_watchdog_s: float = DEFAULT_HOST_WATCHDOG_S) -> Potentiostat:
+    """The driver of one [[instruments]] entry, connected (raises InstrumentError);
+    ``host_watchdog_s``: without word from the rig its output goes off within this long."""
     if isinstance(entry, EmStat4Entry):
         from drivers.emstat import EmStat4
 
-        return EmStat4(entry.port, baudrate=entry.baudrate)
+        return EmStat4(entry.port, baudrate=entry.baudrate, host_watchdog_s=host_watchdog_s,
+                       now=clock.now)
     from drivers.keithley2450 import Keithley2450
 
-    return Keithley2450(entry.resource, command_set=entry.command_set, now=clock.now)
+    return Keithley2450(entry.resource, command_set=entry.command_set, now=clock.now,
+                        host_watchdog_s=host_watchdog_s)
 
 
 def open_sensor(entry: AtmosphereEntry | PressureEntry) -> Any:
@@ -170,14 +175,15 @@ def describe_instrument(entry: EmStat4Entry | Keithley2450Entry) -> str:
 def station_ranges(path: str | Path) -> dict[int, tuple[str, Ranges]]:
     """Channel -> (instrument, its ranges), read from a station file without opening anything
     (what `rig validate --station` checks a plan against)."""
-    from drivers.emstat import EMSTAT4_LR_RANGES
+    from drivers.emstat import EMSTAT4_LR_RANGES, within_watchdog
     from drivers.keithley2450 import Keithley2450
 
     config = read_station_file(path)
+    emstat = within_watchdog(EMSTAT4_LR_RANGES, config.interlocks.host_watchdog)
     out = {}
     for ch in config.channels:
         entry = config.instrument(ch.instrument)
-        ranges = EMSTAT4_LR_RANGES if isinstance(entry, EmStat4Entry) else Keithley2450.ranges
+        ranges = emstat if isinstance(entry, EmStat4Entry) else Keithley2450.ranges
         out[ch.channel] = (describe_instrument(entry), ranges)
     return out
 
@@ -213,7 +219,8 @@ def open_station(config: StationFile, clock: Clock, *, source: str | None = None
                 continue
             entry = config.instrument(ch.instrument)
             try:
-                driver = open_instrument(entry, clock)
+                driver = open_instrument(entry, clock,
+                                         host_watchdog_s=config.interlocks.host_watchdog)
             except (InstrumentError, OSError, ValueError) as exc:
                 raise StationError(f"{prefix}channels[{k}] (channel {ch.channel}): cannot open "
                                    f"{entry.driver} {entry.name!r} at {address_of(entry)}: {exc}"

@@ -216,6 +216,10 @@ SensorEntry = Annotated[AtmosphereEntry | PressureEntry, Field(discriminator="ki
 Problem = tuple[str, str]
 
 
+DEFAULT_HOST_WATCHDOG_S = 60.0
+HOST_WATCHDOG_BOUNDS_S = (1.0, 3600.0)  # shorter: a round trip per second; longer: no bound
+
+
 class InterlocksEntry(_Table):
     """Station interlocks: atmosphere thresholds and how they trip and clear."""
 
@@ -226,6 +230,8 @@ class InterlocksEntry(_Table):
     clear_for: TimeOrZero = Field(default=600.0, examples=["10 min"])
     sensor_timeout: Time = Field(default=60.0, examples=["60 s"])
     resume_when_clear: bool = Field(default=True, strict=True, examples=[True])
+    # without word from the rig, an instrument switches its output off within this long
+    host_watchdog: Time = Field(default=DEFAULT_HOST_WATCHDOG_S, examples=["60 s"])
 
 
 class StationFile(_Table):
@@ -322,6 +328,11 @@ class StationFile(_Table):
     def _interlock_problems(self) -> list[Problem]:
         il = self.interlocks
         out = []
+        low, high = HOST_WATCHDOG_BOUNDS_S
+        if not low <= il.host_watchdog <= high:
+            out.append(("interlocks.host_watchdog", (f"{il.host_watchdog:g} s is outside "
+                        f"{low:g} s .. {high / 60:g} min: how long an instrument keeps its "
+                        "output on without word from the rig")))
         lowest = min(il.o2_max, il.h2o_max)
         if il.hysteresis >= lowest:
             out.append(("interlocks.hysteresis", (f"{il.hysteresis:g} ppm must be below the "
