@@ -653,7 +653,7 @@ class EmStat4:
     def __init__(self, port: str, baudrate: int = BAUDRATE, timeout_s: float = 2.0,
                  retries: int = 2,
                  ranges: Ranges = EMSTAT4_LR_RANGES, *,
-                 host_watchdog_s: float = DEFAULT_HOST_WATCHDOG_S,
+                 host_watchdog_s: float | None = DEFAULT_HOST_WATCHDOG_S,
                  now: Callable[[], float] | None = None) -> None:
         _check_watchdog(host_watchdog_s)
         try:
@@ -666,7 +666,7 @@ class EmStat4:
     @classmethod
     def from_serial(cls, ser: Any, *, timeout_s: float = 2.0, retries: int = 2,
                     ranges: Ranges = EMSTAT4_LR_RANGES,
-                    host_watchdog_s: float = DEFAULT_HOST_WATCHDOG_S,
+                    host_watchdog_s: float | None = DEFAULT_HOST_WATCHDOG_S,
                     now: Callable[[], float] | None = None) -> EmStat4:
         """Wrap an already-open pyserial port (``serial.serial_for_url(...)``)."""
         _check_watchdog(host_watchdog_s)
@@ -677,15 +677,18 @@ class EmStat4:
         return self
 
     def _attach(self, ser: Any, timeout_s: float, retries: int, ranges: Ranges,
-                host_watchdog_s: float = DEFAULT_HOST_WATCHDOG_S,
+                host_watchdog_s: float | None = DEFAULT_HOST_WATCHDOG_S,
                 now: Callable[[], float] | None = None) -> None:
         self._ser = ser
         self.timeout_s = timeout_s
         self.retries = retries
         self.ranges = within_watchdog(ranges, host_watchdog_s)
         # without word from the host an output-on script ends (cell off) within this long: a
-        # longer step runs as chunks of at most this, the next sent when one ends
+        # longer step runs as chunks of at most this, the next sent when one ends. None: one
+        # script per step (only for an instrument that cannot outlive its host, such as
+        # rig.sim's in-process simulators)
         self.host_watchdog_s = host_watchdog_s
+        self._chunk_s = math.inf if host_watchdog_s is None else host_watchdog_s
         # the caller's clock, to time when each chunk started on the read frame; without it
         # a chunk counts as started at the read that saw the previous one end (exact when the
         # reads make time, as on a virtual clock; a round trip late per chunk on the wall)
@@ -792,21 +795,21 @@ class EmStat4:
         def script(f_a: float, f_b: float, n: int) -> list[str]:
             return build_eis_script(f_a, f_b, n, amplitude_V, dc_V, max_v, max_i)
         whole = _Run.sweep(f_start_Hz, f_end_Hz, int(n_points))
-        if whole.end_s <= self.host_watchdog_s + 1e-9:
+        if whole.end_s <= self._chunk_s + 1e-9:
             self._start(script(f_start_Hz, f_end_Hz, int(n_points)), whole)
             return
         freqs = eis_frequencies(as_sent(f_start_Hz), as_sent(f_end_Hz), int(n_points))
-        chunks = _sweep_chunks(freqs, self.host_watchdog_s, script)
+        chunks = _sweep_chunks(freqs, self._chunk_s, script)
         self._start(*chunks.make(0.0), chunks)
 
     def eis_sweep_duration_s(self, f_start_Hz: float, f_end_Hz: float, n_points: int) -> float:
         """How long the sweep takes: each point max(1 s, 3 periods), as the script runs it
         (in chunks when longer than the host watchdog: their gaps are not counted)."""
         whole = _Run.sweep(f_start_Hz, f_end_Hz, int(n_points))
-        if whole.end_s <= self.host_watchdog_s + 1e-9:
+        if whole.end_s <= self._chunk_s + 1e-9:
             return whole.end_s
         freqs = eis_frequencies(as_sent(f_start_Hz), as_sent(f_end_Hz), int(n_points))
-        return _sweep_chunks(freqs, self.host_watchdog_s, lambda a, b, n: []).total_s
+        return _sweep_chunks(freqs, self._chunk_s, lambda a, b, n: []).total_s
 
     # ---- streaming ---------------------------------------------------------------------------
     def read_samples(self, until_s: float, *, greedy: bool = False
@@ -947,10 +950,10 @@ class EmStat4:
                        broke: Callable[[Any], bool]) -> None:
         """An output-on step: one script if it fits the host watchdog, else the first of its
         chunks (each a whole number of intervals, at most host_watchdog_s long)."""
-        if as_sent(duration_s) <= self.host_watchdog_s + 1e-9:
+        if as_sent(duration_s) <= self._chunk_s + 1e-9:
             self._start(script(duration_s), run(duration_s))
             return
-        chunks = _loop_chunks(interval_s, duration_s, self.host_watchdog_s, script, run, broke)
+        chunks = _loop_chunks(interval_s, duration_s, self._chunk_s, script, run, broke)
         self._start(*chunks.make(0.0), chunks)
 
     def _next_chunk(self, run: _Run) -> _Run:
@@ -1236,16 +1239,18 @@ def _check_timing(interval_s: float, duration_s: float) -> None:
         raise ValueError(f"interval {interval_s} s and duration {duration_s} s must be positive")
 
 
-def within_watchdog(ranges: Ranges, host_watchdog_s: float) -> Ranges:
+def within_watchdog(ranges: Ranges, host_watchdog_s: float | None) -> Ranges:
     """The ranges of an EmStat4 whose output-on steps run in chunks of at most
     host_watchdog_s: each chunk holds a sample, an EIS point (3 periods) fits in one."""
+    if host_watchdog_s is None:
+        return ranges
     return dataclasses.replace(ranges, max_interval_s=host_watchdog_s,
                                min_frequency_Hz=3.0 / host_watchdog_s)
 
 
-def _check_watchdog(host_watchdog_s: float) -> None:
-    if not (host_watchdog_s > 0 and math.isfinite(host_watchdog_s)):
-        raise ValueError(f"host_watchdog_s must be a positive number of seconds, "
+def _check_watchdog(host_watchdog_s: float | None) -> None:
+    if host_watchdog_s is not None and not (host_watchdog_s > 0 and math.isfinite(host_watchdog_s)):
+        raise ValueError(f"host_watchdog_s must be a positive number of seconds (or None), "
                          f"not {host_watchdog_s!r}")
 
 

@@ -49,7 +49,9 @@ def open_simulated(sims: SimulatedInstruments, clock: Clock) -> SimulatedStation
     station = SimulatedStation(name="simulated", simulated=True, config=sims.config,
                                interlocks=interlocks_of(sims.config.interlocks),
                                simulation=sims, seed=sims.seed)
-    open_station(sims.config, clock, into=station)
+    # in-process simulators stop with this process: no host can die under them, so no watchdog
+    # (its chunked scripts would cost time for nothing); `rig sim serve` arms the file's bound
+    open_station(sims.config, clock, into=station, host_watchdog=False)
     return station
 
 

@@ -135,9 +135,10 @@ class Station:
 
 # ---- opening drivers -----------------------------------------------------------------------------
 def open_instrument(entry: EmStat4Entry | Keithley2450Entry, clock: Clock, *,
-                    host_watchdog_s: float = DEFAULT_HOST_WATCHDOG_S) -> Potentiostat:
+                    host_watchdog_s: float | None = DEFAULT_HOST_WATCHDOG_S) -> Potentiostat:
     """The driver of one [[instruments]] entry, connected (raises InstrumentError);
-    ``host_watchdog_s``: without word from the rig its output goes off within this long."""
+    ``host_watchdog_s``: without word from the rig its output goes off within this long
+    (None: no watchdog, for instruments that cannot outlive this process)."""
     if isinstance(entry, EmStat4Entry):
         from drivers.emstat import EmStat4
 
@@ -202,12 +203,14 @@ def interlocks_of(entry: InterlocksEntry) -> Interlocks:
 
 def open_station(config: StationFile, clock: Clock, *, source: str | None = None,
                  simulated: bool = False, channels: Collection[int] | None = None,
-                 into: Station | None = None) -> Station:
+                 into: Station | None = None, host_watchdog: bool = True) -> Station:
     """Open the drivers of a validated station file: every channel, or only ``channels`` (those
     the file has; a missing one is the caller's to report), and every sensor except the gas
     holders of channels not opened. ``into``: an empty Station to fill (rig.sim builds its own
     kind); by default a hardware Station named after the file. On failure everything opened so
-    far (and ``into``'s closers) is closed."""
+    far (and ``into``'s closers) is closed. ``host_watchdog=False``: arm no host watchdog
+    (rig.sim's in-process simulators stop with this process, so there is nothing to bound, and
+    chunked scripts would only cost time)."""
     station = into if into is not None else Station(
         name=config.name or "station", simulated=simulated,
         interlocks=interlocks_of(config.interlocks), config=config)
@@ -219,8 +222,8 @@ def open_station(config: StationFile, clock: Clock, *, source: str | None = None
                 continue
             entry = config.instrument(ch.instrument)
             try:
-                driver = open_instrument(entry, clock,
-                                         host_watchdog_s=config.interlocks.host_watchdog)
+                watchdog_s = config.interlocks.host_watchdog if host_watchdog else None
+                driver = open_instrument(entry, clock, host_watchdog_s=watchdog_s)
             except (InstrumentError, OSError, ValueError) as exc:
                 raise StationError(f"{prefix}channels[{k}] (channel {ch.channel}): cannot open "
                                    f"{entry.driver} {entry.name!r} at {address_of(entry)}: {exc}"

@@ -59,14 +59,29 @@ def test_a_host_watchdog_outside_its_bounds_is_refused_naming_the_field(value: s
                for p in info.value.problems)
 
 
-def test_the_built_in_station_gives_its_emstat_drivers_the_default_bound() -> None:
+def test_the_built_in_station_arms_no_watchdog_but_its_served_station_file_does() -> None:
+    """In-process simulators die with the engine (nothing to bound); the same instruments served
+    on their own (`rig sim serve` writes this station file) get the default bound."""
+    from rig.sim.serve import SimulatedInstruments, builtin_station_data
+    from rig.station import open_station
+
     plan = Plan("t", "t", Safety(-1.0, 1.0, 0.01),
                 (ChannelPlan(CellSpec(0, "c0", "symmetric", AREA, GLYME), ()),))
     station = simulated_station(plan, VirtualClock())
     try:
-        assert station.channels[0].driver.host_watchdog_s == 60.0
+        assert station.channels[0].driver.host_watchdog_s is None
     finally:
         station.close()
+    clock = VirtualClock()
+    sims = SimulatedInstruments(builtin_station_data(plan), plan, clock)
+    try:
+        served = open_station(sims.config, clock)
+        try:
+            assert served.channels[0].driver.host_watchdog_s == 60.0
+        finally:
+            served.close()
+    finally:
+        sims.close()
 
 
 # ---------------------------------------------------------------- a host that stops reading
