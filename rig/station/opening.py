@@ -135,27 +135,34 @@ class Station:
 # ---- opening drivers -----------------------------------------------------------------------------
 def open_instrument(entry: EmStat4Entry | Keithley2450Entry, clock: Clock) -> Potentiostat:
     """The driver of one [[instruments]] entry, connected (raises InstrumentError)."""
+    timeout = _timeout_of(entry)
     if isinstance(entry, EmStat4Entry):
         from drivers.emstat import EmStat4
 
-        return EmStat4(entry.port, baudrate=entry.baudrate)
+        return EmStat4(entry.port, baudrate=entry.baudrate, **timeout)
     from drivers.keithley2450 import Keithley2450
 
-    return Keithley2450(entry.resource, command_set=entry.command_set, now=clock.now)
+    return Keithley2450(entry.resource, command_set=entry.command_set, now=clock.now, **timeout)
+
+
+def _timeout_of(entry: Any) -> dict[str, float]:
+    """The entry's ``timeout`` as the drivers' keyword, or nothing (the driver's default)."""
+    return {} if entry.timeout is None else {"timeout_s": entry.timeout}
 
 
 def open_sensor(entry: AtmosphereEntry | PressureEntry) -> Any:
     """The driver of one [[sensors]] entry (an AtmosphereSensor or a PressureGauge)."""
+    timeout = _timeout_of(entry)
     if isinstance(entry, AtmosphereEntry):
         from drivers.modbus_atmosphere import ModbusAtmosphereSensor
 
         if entry.host is not None:
-            return ModbusAtmosphereSensor(entry.map, host=entry.host, port=entry.port)
+            return ModbusAtmosphereSensor(entry.map, host=entry.host, port=entry.port, **timeout)
         return ModbusAtmosphereSensor(entry.map, serial_port=entry.serial_port,
-                                      baudrate=entry.baudrate)
+                                      baudrate=entry.baudrate, **timeout)
     from drivers.keller import KellerGauge
 
-    return KellerGauge(entry.port, address=entry.address, baudrate=entry.baudrate)
+    return KellerGauge(entry.port, address=entry.address, baudrate=entry.baudrate, **timeout)
 
 
 def describe_instrument(entry: EmStat4Entry | Keithley2450Entry) -> str:
