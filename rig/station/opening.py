@@ -145,7 +145,7 @@ def open_instrument(entry: EmStat4Entry | Keithley2450Entry, clock: Clock) -> Po
     return Keithley2450(entry.resource, command_set=entry.command_set, now=clock.now, **timeout)
 
 
-def _timeout_of(entry: Any) -> dict[str, float]:
+def _timeout_of(entry: Any) -> dict[str, Any]:
     """The entry's ``timeout`` as the drivers' keyword, or nothing (the driver's default)."""
     return {} if entry.timeout is None else {"timeout_s": entry.timeout}
 
