@@ -246,7 +246,8 @@ class KellerGauge:
     Every request waits ``timeout_s`` for the reply to start and as long again for the rest
     (frames are read by their known length, never by a terminator). A silent device, a bad
     CRC, a truncated or garbled reply, a non-finite value or an error bit in STAT is retried up
-    to ``retries`` times with a bounded exponential backoff; then silence raises
+    to ``retries`` times (after silence or a truncated reply with a bounded exponential backoff,
+    so a late reply lands before the input is flushed; a whole frame is retried at once); then silence raises
     InstrumentTimeout and the rest InstrumentProtocolError. Exception 32 (or /STD set) sends
     F48 and repeats the request once; other exception replies raise :class:`KellerException`
     at once (asking again would get the same answer). A port that cannot be opened, read or
@@ -356,7 +357,9 @@ class KellerGauge:
     ) -> _R:
         last: InstrumentTimeout | InstrumentProtocolError | None = None
         for attempt in range(self.retries + 1):
-            if attempt:
+            # after silence or a frame cut short the device may still be talking: back off so a
+            # late reply lands before the flush; a whole frame that failed its CRC is over
+            if attempt and isinstance(last, (InstrumentTimeout, _Truncated)):
                 time.sleep(min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s))
             try:
                 return parse(self._exchange(request, function, length))
@@ -380,8 +383,7 @@ class KellerGauge:
                 if not head:
                     raise InstrumentTimeout(
                         f"KELLER F{function} on {self.port}: no reply within {self.timeout_s} s")
-                raise InstrumentProtocolError(
-                    f"KELLER F{function}: truncated reply {head.hex(' ')}")
+                raise _Truncated(f"KELLER F{function}: truncated reply {head.hex(' ')}")
             total = EXCEPTION_REPLY_LEN if head[1] == function | EXCEPTION_BIT else length
             reply = head + ser.read(total - 2)
         except serial.SerialTimeoutException as exc:
@@ -389,7 +391,7 @@ class KellerGauge:
         except (serial.SerialException, OSError, termios.error) as exc:
             raise InstrumentGone(f"KELLER on {self.port}: the port is gone: {exc}") from exc
         if len(reply) < total:
-            raise InstrumentProtocolError(
+            raise _Truncated(
                 f"KELLER F{function}: truncated reply ({len(reply)} of {total} bytes): "
                 f"{reply.hex(' ')}")
         return reply
@@ -398,6 +400,10 @@ class KellerGauge:
         if self._serial is None:
             raise InstrumentGone(f"KELLER on {self.port}: the driver is closed")
         return self._serial
+
+
+class _Truncated(InstrumentProtocolError):
+    """A reply cut short: the rest may still be on its way (retried after the backoff)."""
 
 
 class _PowerUpMode(InstrumentProtocolError):
