@@ -118,7 +118,17 @@ def run_once(plan: Plan, faults: dict[str, Any] | None, keithley: set[int]) -> d
     samples = conn.execute("SELECT count(*) FROM samples").fetchone()[0]
     conn.close()
     return {"result": result, "wall_s": wall, "outputs_on": outputs_on, "injected": per_sim,
-            "events": events, "missing": missing, "samples": samples}
+            "events": events, "missing": missing, "samples": samples, "db": db,
+            "kinds": {name: _kinds(sim) for name, sim in sims.items()}}
+
+
+def _kinds(sim: Any) -> dict[str, int]:
+    counts = getattr(sim, "faults_injected", None)
+    if counts is not None:
+        return dict(counts() if callable(counts) else counts)
+    faults = getattr(sim, "faults", None)
+    return {k: v for k, v in faults.items() if k != "requests"} if isinstance(
+        faults, collections.Counter) else {}
 
 
 def main() -> int:

@@ -42,6 +42,7 @@ class EventKind(StrEnum):
     # the instruments
     INSTRUMENT_FAULT = "instrument_fault"
     INSTRUMENT_TIMEOUT = "instrument_timeout"
+    INSTRUMENT_RETRIED = "instrument_retried"  # a lost or garbled reply the driver recovered
     GARBLED_PACKAGE = "garbled_package"
     OUTPUT_OFF = "output_off"        # switching an output off failed
     # the station's sensors and interlocks
