@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import re
 import sqlite3
 import sys
 import tempfile
@@ -101,6 +102,7 @@ def run_once(plan: Plan, faults: dict[str, Any] | None, keithley: set[int]) -> d
     try:
         result = asyncio.run(execute(plan, station=station, clock=clock, writer=writer,
                                      protocol_text="", protocol_path="soak.toml"))
+        assert station.simulation is not None
         sims = dict(station.simulation.by_name)
         outputs_on = [name for name, sim in sims.items() if getattr(sim, "output_on", False)]
         per_sim = {name: injected(sim) for name, sim in sims.items()}
@@ -118,17 +120,40 @@ def run_once(plan: Plan, faults: dict[str, Any] | None, keithley: set[int]) -> d
     samples = conn.execute("SELECT count(*) FROM samples").fetchone()[0]
     conn.close()
     return {"result": result, "wall_s": wall, "outputs_on": outputs_on, "injected": per_sim,
-            "events": events, "missing": missing, "samples": samples, "db": db,
-            "kinds": {name: _kinds(sim) for name, sim in sims.items()}}
+            "events": events, "missing": missing, "samples": samples,
+            "accounted": accounted(db, plan, keithley)}
 
 
-def _kinds(sim: Any) -> dict[str, int]:
-    counts = getattr(sim, "faults_injected", None)
-    if counts is not None:
-        return dict(counts() if callable(counts) else counts)
-    faults = getattr(sim, "faults", None)
-    return {k: v for k, v in faults.items() if k != "requests"} if isinstance(
-        faults, collections.Counter) else {}
+ATTEMPTS_PER_POLL = 3  # a sensor poll that gave nothing: its driver's first try and 2 retries
+
+
+def accounted(db: Path, plan: Plan, keithley: set[int]) -> collections.Counter[str]:
+    """Per instrument or sensor, the wire faults the run's events account for: a skipped
+    package, a timeout waited out, a lost reply the driver recovered from (``instrument_retried``
+    counts them), a channel's fault; a sensor's retried attempts, and every attempt of a poll
+    that gave nothing."""
+    name_of = {cp.cell.channel: (f"k2450-ch{cp.cell.channel}" if cp.cell.channel in keithley
+                                 else f"es4-ch{cp.cell.channel}") for cp in plan.channels}
+    out: collections.Counter[str] = collections.Counter()
+    conn = sqlite3.connect(db)
+    try:
+        for channel, kind, message in conn.execute("SELECT channel, kind, message FROM events"):
+            if kind == "sensor_retried":
+                m = re.match(r"sensor (\S+): (\d+) failed attempt", message)
+                if m:
+                    out[m[1]] += int(m[2])
+            elif kind == "sensor_ok":
+                m = re.match(r"sensor (\S+) answers again after (\d+) failed poll", message)
+                if m:
+                    out[m[1]] += ATTEMPTS_PER_POLL * int(m[2])
+            elif kind in ("garbled_package", "instrument_timeout", "instrument_fault"):
+                out[name_of.get(channel, "?")] += 1
+            elif kind == "instrument_retried":
+                m = re.match(r"(\d+) ", message)
+                out[name_of.get(channel, "?")] += int(m[1]) if m else 1
+    finally:
+        conn.close()
+    return out
 
 
 def main() -> int:
@@ -145,7 +170,8 @@ def main() -> int:
     args = ap.parse_args()
     plan = soak_plan(args.channels, args.hours)
     keithley = set(range(args.channels - args.keithley, args.channels))
-    runs = [("faults", fault_profiles(plan, args.rate, keithley))]
+    runs: list[tuple[str, dict[str, Any] | None]] = [
+        ("faults", fault_profiles(plan, args.rate, keithley))]
     if not args.no_baseline:
         runs.insert(0, ("baseline", None))
     bad = False
@@ -162,6 +188,16 @@ def main() -> int:
                   f"({', '.join(f'{k} {v}' for k, v in sorted(out['injected'].items()))})")
             print(f"  warning/alarm/error events: {sum(out['events'].values())} "
                   f"({', '.join(f'{k} {v}' for k, v in out['events'].most_common())})")
+            counted = {k: v for k, v in out["injected"].items() if v >= 0}
+            acc = out["accounted"]
+            short = {k: (v, acc[k]) for k, v in counted.items() if acc[k] < v}
+            print(f"  faults the events account for: {sum(acc[k] for k in counted)} of "
+                  f"{sum(counted.values())} injected on the instruments that count them"
+                  + (f"; fewer than injected on {', '.join(f'{k} ({a} of {v})' for k, (v, a) in sorted(short.items()))}"
+                     if short else "; none fewer than injected")
+                  + (f"; not counted by their simulator: "
+                     f"{', '.join(f'{k} ({acc[k]} in events)' for k in sorted(out['injected']) if out['injected'][k] < 0)}"
+                     if any(v < 0 for v in out["injected"].values()) else ""))
         print(f"  steps whose samples are not all stored: {len(out['missing'])}"
               + (f" e.g. {out['missing'][:3]}" if out["missing"] else ""))
         print(f"  outputs left on at the end: {out['outputs_on'] or 'none'}")
