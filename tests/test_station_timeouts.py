@@ -63,7 +63,7 @@ def test_a_simulated_station_on_a_virtual_clock_waits_a_fraction_of_a_second_for
         timeouts = driver_timeouts(station)
     finally:
         station.close()
-    assert timeouts == {"es4-ch0": 0.1, "k2450-ch1": 0.1, "box-h2o": 0.05, "box-o2": 0.05,
+    assert timeouts == {"es4-ch0": 0.25, "k2450-ch1": 0.25, "box-h2o": 0.05, "box-o2": 0.05,
                         "keller-ch0": 0.05}
 
 

@@ -61,7 +61,7 @@ DEFAULT_HEADSPACE_ML = 5.0  # a holder whose cell the plan does not describe
 # that long (the clock waits for every request in flight). A reply that is late all the same
 # (a loaded machine) is a timeout the driver retries and the rig logs, like any other. Sensors
 # wait less: a failed poll only costs a reading, and a gauge polled every 30 s sees most faults.
-VIRTUAL_CLOCK_TIMEOUT = {"instruments": "0.1 s", "sensors": "0.05 s"}
+VIRTUAL_CLOCK_TIMEOUT = {"instruments": "0.25 s", "sensors": "0.05 s"}
 
 
 def builtin_station_data(plan: Plan, *, keithley_channels: Collection[int] = ()) -> dict[str, Any]:
