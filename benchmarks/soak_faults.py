@@ -95,12 +95,23 @@ def injected(sim: Any) -> int:
     return -1  # a simulator that does not count (shown as such)
 
 
+class CountingWriter(RunWriter):
+    """The store's writer, counting the sample rows the engine hands it (what was recorded)."""
+
+    handed = 0
+
+    def samples(self, run_key: int, channel: int, rows: Any) -> None:
+        rows = list(rows)
+        self.handed += len(rows)
+        super().samples(run_key, channel, rows)
+
+
 def run_once(plan: Plan, faults: dict[str, Any] | None, keithley: set[int]) -> dict[str, Any]:
     db = Path(tempfile.mkdtemp()) / "soak.db"
     clock = VirtualClock()
     station = simulated_station(plan, clock, seed=7, keithley_channels=sorted(keithley),
                                 faults=faults)
-    writer = RunWriter(db)
+    writer = CountingWriter(db)
     wall0 = time.perf_counter()
     try:
         result = asyncio.run(execute(plan, station=station, clock=clock, writer=writer,
@@ -123,7 +134,8 @@ def run_once(plan: Plan, faults: dict[str, Any] | None, keithley: set[int]) -> d
     samples = conn.execute("SELECT count(*) FROM samples").fetchone()[0]
     conn.close()
     return {"result": result, "wall_s": wall, "outputs_on": outputs_on, "injected": per_sim,
-            "events": events, "missing": missing, "samples": samples,
+            "events": events, "missing": missing, "samples": samples, "handed": writer.handed,
+            "unwritten": len(writer.unwritten),
             "accounted": accounted(db, plan, keithley)}
 
 
@@ -204,10 +216,18 @@ def main() -> int:
                   + (f"; not counted by their simulator: "
                      f"{', '.join(f'{k} ({acc[k]} in events)' for k in sorted(out['injected']) if out['injected'][k] < 0)}"
                      if any(v < 0 for v in out["injected"].values()) else ""))
-        print(f"  steps whose samples are not all stored: {len(out['missing'])}"
-              + (f" e.g. {out['missing'][:3]}" if out["missing"] else ""))
+        lost = out["handed"] - out["samples"]
+        print(f"  samples recorded (handed to the store) {out['handed']}, stored "
+              f"{out['samples']}: {lost} lost" + (f", {out['unwritten']} writes failed"
+                                                 if out["unwritten"] else ""))
+        # a step's n_samples counts every reading judged, the samples table what the record
+        # rule kept: a second reading at the same instant (a Keithley read again when an end is
+        # asked) is judged, not recorded; shown, not a loss
+        print(f"  steps whose judged readings are not all in the samples table: "
+              f"{len(out['missing'])}" + (f" e.g. {out['missing'][:3]} (channel, step, judged, "
+                                          f"stored)" if out["missing"] else ""))
         print(f"  outputs left on at the end: {out['outputs_on'] or 'none'}")
-        bad |= bool(out["missing"] or out["outputs_on"])
+        bad |= bool(lost or out["unwritten"] or out["outputs_on"])
         if faults:
             # a fault must not change what happens to a cell: each channel ends as it did
             # without faults (completed, or the failure its cell model had on its own)
