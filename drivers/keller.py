@@ -364,7 +364,7 @@ class KellerGauge:
         for attempt in range(self.retries + 1):
             # after silence or a frame cut short the device may still be talking: back off so a
             # late reply lands before the flush; a whole frame that failed its CRC is over
-            if attempt and isinstance(last, (InstrumentTimeout, _Truncated)):
+            if attempt and isinstance(last, (InstrumentTimeout, TruncatedReply)):
                 time.sleep(min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s))
             try:
                 if self._unsure:
@@ -373,7 +373,7 @@ class KellerGauge:
             except (KellerException, _PowerUpMode):
                 raise  # the device's considered answer: repeating the request will not change it
             except (InstrumentTimeout, InstrumentProtocolError) as exc:
-                if isinstance(exc, (InstrumentTimeout, _Truncated)):
+                if isinstance(exc, (InstrumentTimeout, TruncatedReply)):
                     self._unsure = True
                 last = exc
                 if attempt < self.retries:
@@ -392,7 +392,7 @@ class KellerGauge:
                 if not head:
                     raise InstrumentTimeout(
                         f"KELLER F{function} on {self.port}: no reply within {self.timeout_s} s")
-                raise _Truncated(f"KELLER F{function}: truncated reply {head.hex(' ')}")
+                raise TruncatedReply(f"KELLER F{function}: truncated reply {head.hex(' ')}")
             total = EXCEPTION_REPLY_LEN if head[1] == function | EXCEPTION_BIT else length
             reply = head + ser.read(total - 2)
         except serial.SerialTimeoutException as exc:
@@ -400,7 +400,7 @@ class KellerGauge:
         except (serial.SerialException, OSError, termios.error) as exc:
             raise InstrumentGone(f"KELLER on {self.port}: the port is gone: {exc}") from exc
         if len(reply) < total:
-            raise _Truncated(
+            raise TruncatedReply(
                 f"KELLER F{function}: truncated reply ({len(reply)} of {total} bytes): "
                 f"{reply.hex(' ')}")
         return reply
@@ -422,14 +422,14 @@ class KellerGauge:
                         raise InstrumentTimeout(
                             f"KELLER F48 (resync) on {self.port}: no reply within "
                             f"{self.timeout_s} s")
-                    raise _Truncated(f"KELLER F48 (resync): truncated reply {head.hex(' ')}")
+                    raise TruncatedReply(f"KELLER F48 (resync): truncated reply {head.hex(' ')}")
                 total = _FRAME_LENGTHS.get(head[1])
                 if total is None:
                     raise InstrumentProtocolError(
                         f"KELLER F48 (resync): not a reply: {head.hex(' ')}")
                 frame = head + ser.read(total - 2)
                 if len(frame) < total:
-                    raise _Truncated(f"KELLER F48 (resync): truncated reply {frame.hex(' ')}")
+                    raise TruncatedReply(f"KELLER F48 (resync): truncated reply {frame.hex(' ')}")
                 if head[1] & ~EXCEPTION_BIT == F_INITIALISE:
                     self.info = parse_f48(frame, self.address)  # bad CRC: still unsure
                     self._unsure = False
@@ -454,7 +454,7 @@ _FRAME_LENGTHS = {F_INITIALISE: F48_REPLY_LEN, F_READ_FLOAT: F73_REPLY_LEN,
                   F_READ_FLOAT | EXCEPTION_BIT: EXCEPTION_REPLY_LEN}
 
 
-class _Truncated(InstrumentProtocolError):
+class TruncatedReply(InstrumentProtocolError):
     """A reply cut short: the rest may still be on its way (retried after the backoff)."""
 
 
