@@ -3,11 +3,14 @@ garbling and disconnecting a share of its traffic (issue 9).
 
     python benchmarks/soak_faults.py [--channels 16] [--hours 1000] [--rate 0.01] [--keithley 2]
 
-Prints, per instrument, the faults its simulator injected; the events the rig logged for them;
-each channel's end; whether every recorded sample reached the store (each step's sample count
-against the samples table); and whether any output was left on when the run ended. It exits 1
-if a channel ended for a reason other than completing, a sample is missing, or an output is on.
-The baseline beside it: the same run with no faults, so the wall-time cost of the faults shows.
+Prints, per instrument, the faults its simulator injected; the events the rig logged for them
+and how many of the faults they account for; each channel's end; whether every recorded sample
+reached the store (each step's sample count against the samples table); and whether any output
+was left on when the run ended. The baseline beside it: the same run with no faults, so the
+wall-time cost of the faults shows, and so does each cell's own fate: over 1000 h the simulated
+carbonate cells diverge out of the safety window and the gas holders reach their limit, with or
+without faults. It exits 1 if, under faults, a channel ended otherwise than it did without
+(otherwise than completing, with --no-baseline), a sample is missing, or an output is on.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import re
 import sqlite3
 import sys
 import tempfile
@@ -91,16 +95,28 @@ def injected(sim: Any) -> int:
     return -1  # a simulator that does not count (shown as such)
 
 
+class CountingWriter(RunWriter):
+    """The store's writer, counting the sample rows the engine hands it (what was recorded)."""
+
+    handed = 0
+
+    def samples(self, run_key: int, channel: int, rows: Any) -> None:
+        rows = list(rows)
+        self.handed += len(rows)
+        super().samples(run_key, channel, rows)
+
+
 def run_once(plan: Plan, faults: dict[str, Any] | None, keithley: set[int]) -> dict[str, Any]:
     db = Path(tempfile.mkdtemp()) / "soak.db"
     clock = VirtualClock()
     station = simulated_station(plan, clock, seed=7, keithley_channels=sorted(keithley),
                                 faults=faults)
-    writer = RunWriter(db)
+    writer = CountingWriter(db)
     wall0 = time.perf_counter()
     try:
         result = asyncio.run(execute(plan, station=station, clock=clock, writer=writer,
                                      protocol_text="", protocol_path="soak.toml"))
+        assert station.simulation is not None
         sims = dict(station.simulation.by_name)
         outputs_on = [name for name, sim in sims.items() if getattr(sim, "output_on", False)]
         per_sim = {name: injected(sim) for name, sim in sims.items()}
@@ -118,7 +134,41 @@ def run_once(plan: Plan, faults: dict[str, Any] | None, keithley: set[int]) -> d
     samples = conn.execute("SELECT count(*) FROM samples").fetchone()[0]
     conn.close()
     return {"result": result, "wall_s": wall, "outputs_on": outputs_on, "injected": per_sim,
-            "events": events, "missing": missing, "samples": samples}
+            "events": events, "missing": missing, "samples": samples, "handed": writer.handed,
+            "unwritten": len(writer.unwritten),
+            "accounted": accounted(db, plan, keithley)}
+
+
+ATTEMPTS_PER_POLL = 3  # a sensor poll that gave nothing: its driver's first try and 2 retries
+
+
+def accounted(db: Path, plan: Plan, keithley: set[int]) -> collections.Counter[str]:
+    """Per instrument or sensor, the wire faults the run's events account for: a skipped
+    package, a timeout waited out, a lost reply the driver recovered from (``instrument_retried``
+    counts them), a channel's fault; a sensor's retried attempts, and every attempt of a poll
+    that gave nothing."""
+    name_of = {cp.cell.channel: (f"k2450-ch{cp.cell.channel}" if cp.cell.channel in keithley
+                                 else f"es4-ch{cp.cell.channel}") for cp in plan.channels}
+    out: collections.Counter[str] = collections.Counter()
+    conn = sqlite3.connect(db)
+    try:
+        for channel, kind, message in conn.execute("SELECT channel, kind, message FROM events"):
+            if kind == "sensor_retried":
+                m = re.match(r"sensor (\S+): (\d+) failed attempt", message)
+                if m:
+                    out[m[1]] += int(m[2])
+            elif kind == "sensor_ok":
+                m = re.match(r"sensor (\S+) answers again after (\d+) failed poll", message)
+                if m:
+                    out[m[1]] += ATTEMPTS_PER_POLL * int(m[2])
+            elif kind in ("garbled_package", "instrument_timeout", "instrument_fault"):
+                out[name_of.get(channel, "?")] += 1
+            elif kind == "instrument_retried":
+                m = re.match(r"(\d+) ", message)
+                out[name_of.get(channel, "?")] += int(m[1]) if m else 1
+    finally:
+        conn.close()
+    return out
 
 
 def main() -> int:
@@ -135,10 +185,12 @@ def main() -> int:
     args = ap.parse_args()
     plan = soak_plan(args.channels, args.hours)
     keithley = set(range(args.channels - args.keithley, args.channels))
-    runs = [("faults", fault_profiles(plan, args.rate, keithley))]
+    runs: list[tuple[str, dict[str, Any] | None]] = [
+        ("faults", fault_profiles(plan, args.rate, keithley))]
     if not args.no_baseline:
         runs.insert(0, ("baseline", None))
     bad = False
+    reference: dict[int, str] = {}  # channel -> how it ended without faults (the cell's own fate)
     for label, faults in runs:
         out = run_once(plan, faults, keithley)
         r = out["result"]
@@ -146,16 +198,46 @@ def main() -> int:
         print(f"{label}: {args.channels} channels, {args.hours:g} h simulated in "
               f"{out['wall_s']:.1f} s wall; status {r.status}; ends {dict(ends)}; "
               f"{out['samples']} samples stored")
-        if faults:
+        print(f"  warning/alarm/error events: {sum(out['events'].values())} "
+              f"({', '.join(f'{k} {v}' for k, v in out['events'].most_common())})")
+        if not faults:
+            reference = dict(r.reasons)
+        else:
             total = sum(v for v in out["injected"].values() if v > 0)
             print(f"  faults injected: {total} "
                   f"({', '.join(f'{k} {v}' for k, v in sorted(out['injected'].items()))})")
-            print(f"  warning/alarm/error events: {sum(out['events'].values())} "
-                  f"({', '.join(f'{k} {v}' for k, v in out['events'].most_common())})")
-        print(f"  steps whose samples are not all stored: {len(out['missing'])}"
-              + (f" e.g. {out['missing'][:3]}" if out["missing"] else ""))
+            counted = {k: v for k, v in out["injected"].items() if v >= 0}
+            acc = out["accounted"]
+            short = {k: (v, acc[k]) for k, v in counted.items() if acc[k] < v}
+            print(f"  faults the events account for: {sum(acc[k] for k in counted)} of "
+                  f"{sum(counted.values())} injected on the instruments that count them"
+                  + (f"; fewer than injected on {', '.join(f'{k} ({a} of {v})' for k, (v, a) in sorted(short.items()))}"
+                     if short else "; none fewer than injected")
+                  + (f"; not counted by their simulator: "
+                     f"{', '.join(f'{k} ({acc[k]} in events)' for k in sorted(out['injected']) if out['injected'][k] < 0)}"
+                     if any(v < 0 for v in out["injected"].values()) else ""))
+        lost = out["handed"] - out["samples"]
+        print(f"  samples recorded (handed to the store) {out['handed']}, stored "
+              f"{out['samples']}: {lost} lost" + (f", {out['unwritten']} writes failed"
+                                                 if out["unwritten"] else ""))
+        # a step's n_samples counts every reading judged, the samples table what the record
+        # rule kept: a second reading at the same instant (a Keithley read again when an end is
+        # asked) is judged, not recorded; shown, not a loss
+        print(f"  steps whose judged readings are not all in the samples table: "
+              f"{len(out['missing'])}" + (f" e.g. {out['missing'][:3]} (channel, step, judged, "
+                                          f"stored)" if out["missing"] else ""))
         print(f"  outputs left on at the end: {out['outputs_on'] or 'none'}")
-        bad |= bool(out["missing"] or out["outputs_on"] or set(ends) != {"completed"})
+        bad |= bool(lost or out["unwritten"] or out["outputs_on"])
+        if faults:
+            # a fault must not change what happens to a cell: each channel ends as it did
+            # without faults (completed, or the failure its cell model had on its own)
+            expected = reference or {ch: "completed" for ch in r.reasons}
+            changed = {ch: (why, expected.get(ch)) for ch, why in sorted(r.reasons.items())
+                       if why != expected.get(ch)}
+            print(f"  channels that ended otherwise than {'without faults' if reference else 'completed'}: "
+                  + (", ".join(f"{ch} {why} ({was})" for ch, (why, was) in changed.items())
+                     if changed else "none"))
+            bad |= bool(changed)
     return 1 if bad else 0
 
 

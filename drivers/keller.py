@@ -246,16 +246,18 @@ class KellerGauge:
     Every request waits ``timeout_s`` for the reply to start and as long again for the rest
     (frames are read by their known length, never by a terminator). A silent device, a bad
     CRC, a truncated or garbled reply, a non-finite value or an error bit in STAT is retried up
-    to ``retries`` times with a bounded exponential backoff; then silence raises
+    to ``retries`` times (after silence or a truncated reply with a bounded exponential backoff,
+    so a late reply lands before the input is flushed; a whole frame is retried at once); then silence raises
     InstrumentTimeout and the rest InstrumentProtocolError. Exception 32 (or /STD set) sends
     F48 and repeats the request once; other exception replies raise :class:`KellerException`
     at once (asking again would get the same answer). A port that cannot be opened, read or
     written raises InstrumentGone. F48 is not sent on open: the first read triggers it through
     exception 32, as the manual's example does.
 
-    The input buffer is flushed before every request, but F73 replies do not echo the channel:
-    a reply arriving later than ``timeout_s`` plus the backoff would be taken for the next
-    request's. Keep ``timeout_s`` far above the device's reply time (milliseconds at 9600 baud).
+    F73 replies do not echo the channel, so after a request went unanswered or was cut short
+    (its reply may still come, however late) the next request is preceded by a resync: F48,
+    and every frame before its reply dropped (a device answers in order). A late reply costs a
+    round trip; it is never taken for another request's (a temperature read as a pressure).
     """
 
     def __init__(
@@ -274,6 +276,10 @@ class KellerGauge:
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.info: DeviceInfo | None = None  # from the last F48
         self.retried = RetriedFaults()
+        # a request went unanswered or was cut short: its reply may still come, and F73 replies
+        # do not say which channel they are for, so the next request is preceded by a resync
+        self._unsure = False
+        self.resyncs = 0  # how often that was needed
         try:
             self._serial: serial.Serial | None = serial.Serial(
                 port, baudrate=baudrate, bytesize=8, parity="N", stopbits=1,
@@ -356,13 +362,19 @@ class KellerGauge:
     ) -> _R:
         last: InstrumentTimeout | InstrumentProtocolError | None = None
         for attempt in range(self.retries + 1):
-            if attempt:
+            # after silence or a frame cut short the device may still be talking: back off so a
+            # late reply lands before the flush; a whole frame that failed its CRC is over
+            if attempt and isinstance(last, (InstrumentTimeout, TruncatedReply)):
                 time.sleep(min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s))
             try:
+                if self._unsure:
+                    self._resync()
                 return parse(self._exchange(request, function, length))
             except (KellerException, _PowerUpMode):
                 raise  # the device's considered answer: repeating the request will not change it
             except (InstrumentTimeout, InstrumentProtocolError) as exc:
+                if isinstance(exc, (InstrumentTimeout, TruncatedReply)):
+                    self._unsure = True
                 last = exc
                 if attempt < self.retries:
                     self.retried.record(f"{type(exc).__name__}: {exc}")
@@ -380,8 +392,7 @@ class KellerGauge:
                 if not head:
                     raise InstrumentTimeout(
                         f"KELLER F{function} on {self.port}: no reply within {self.timeout_s} s")
-                raise InstrumentProtocolError(
-                    f"KELLER F{function}: truncated reply {head.hex(' ')}")
+                raise TruncatedReply(f"KELLER F{function}: truncated reply {head.hex(' ')}")
             total = EXCEPTION_REPLY_LEN if head[1] == function | EXCEPTION_BIT else length
             reply = head + ser.read(total - 2)
         except serial.SerialTimeoutException as exc:
@@ -389,15 +400,62 @@ class KellerGauge:
         except (serial.SerialException, OSError, termios.error) as exc:
             raise InstrumentGone(f"KELLER on {self.port}: the port is gone: {exc}") from exc
         if len(reply) < total:
-            raise InstrumentProtocolError(
+            raise TruncatedReply(
                 f"KELLER F{function}: truncated reply ({len(reply)} of {total} bytes): "
                 f"{reply.hex(' ')}")
         return reply
+
+    def _resync(self) -> None:
+        """Make sure no reply to an earlier request is still on its way, whatever its delay:
+        send F48 and read frames until its reply, dropping the F73 replies before it. A device
+        answers its requests in order, so a late reply always arrives before the F48's, and a
+        late temperature can never be taken for the pressure asked next."""
+        ser = self._port()
+        self.resyncs += 1
+        try:
+            ser.reset_input_buffer()
+            ser.write(build_f48(self.address))
+            for _ in range(MAX_LATE_REPLIES + 1):
+                head = ser.read(2)
+                if len(head) < 2:
+                    if not head:
+                        raise InstrumentTimeout(
+                            f"KELLER F48 (resync) on {self.port}: no reply within "
+                            f"{self.timeout_s} s")
+                    raise TruncatedReply(f"KELLER F48 (resync): truncated reply {head.hex(' ')}")
+                total = _FRAME_LENGTHS.get(head[1])
+                if total is None:
+                    raise InstrumentProtocolError(
+                        f"KELLER F48 (resync): not a reply: {head.hex(' ')}")
+                frame = head + ser.read(total - 2)
+                if len(frame) < total:
+                    raise TruncatedReply(f"KELLER F48 (resync): truncated reply {frame.hex(' ')}")
+                if head[1] & ~EXCEPTION_BIT == F_INITIALISE:
+                    self.info = parse_f48(frame, self.address)  # bad CRC: still unsure
+                    self._unsure = False
+                    return
+                # a late reply to an earlier request: dropped
+        except serial.SerialTimeoutException as exc:
+            raise InstrumentTimeout(f"KELLER on {self.port}: write timed out") from exc
+        except (serial.SerialException, OSError, termios.error) as exc:
+            raise InstrumentGone(f"KELLER on {self.port}: the port is gone: {exc}") from exc
+        raise InstrumentProtocolError(
+            f"KELLER F48 (resync): more than {MAX_LATE_REPLIES} replies before its own")
 
     def _port(self) -> serial.Serial:
         if self._serial is None:
             raise InstrumentGone(f"KELLER on {self.port}: the driver is closed")
         return self._serial
+
+
+MAX_LATE_REPLIES = 8  # late replies a resync drops before it gives up (the retries bound them)
+_FRAME_LENGTHS = {F_INITIALISE: F48_REPLY_LEN, F_READ_FLOAT: F73_REPLY_LEN,
+                  F_INITIALISE | EXCEPTION_BIT: EXCEPTION_REPLY_LEN,
+                  F_READ_FLOAT | EXCEPTION_BIT: EXCEPTION_REPLY_LEN}
+
+
+class TruncatedReply(InstrumentProtocolError):
+    """A reply cut short: the rest may still be on its way (retried after the backoff)."""
 
 
 class _PowerUpMode(InstrumentProtocolError):

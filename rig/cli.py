@@ -215,6 +215,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rig.station import StationError, load_station
     from rig.store import RunWriter, new_run_id
     from rig.store.schema import check_store_path
+    from rig.store.writer import commit_interval_for
     from rig.validate import check_ranges
 
     loaded = _load(args.protocol)
@@ -244,7 +245,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         station.close()
         raise UsageError("\n".join(problems))
     try:
-        writer = RunWriter(db)
+        writer = RunWriter(db, commit_interval_s=commit_interval_for(not clock.is_virtual))
     except BaseException:
         station.close()
         raise

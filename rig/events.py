@@ -46,8 +46,8 @@ class EventKind(StrEnum):
     # the instruments
     INSTRUMENT_FAULT = "instrument_fault"
     INSTRUMENT_TIMEOUT = "instrument_timeout"
+    INSTRUMENT_RETRIED = "instrument_retried"  # an attempt the driver failed and retried (a lost or garbled reply, a redone setup)
     GARBLED_PACKAGE = "garbled_package"
-    INSTRUMENT_RETRIED = "instrument_retried"  # a failed attempt the driver retried
     OUTPUT_OFF = "output_off"        # switching an output off failed
     # the station's sensors and interlocks
     SENSOR_FAULT = "sensor_fault"

@@ -235,6 +235,7 @@ def take_over_run(db: Path, run: dict[str, Any], station_file: str | None,
     from rig.console import RunConsole
     from rig.engine.resume import ResumeRefused, check_takeover, resumed_clock, take_over
     from rig.store import RunWriter, open_reader
+    from rig.store.writer import commit_interval_for
 
     try:
         check_takeover(run)
@@ -244,7 +245,7 @@ def take_over_run(db: Path, run: dict[str, Any], station_file: str | None,
         clock = resumed_clock(clock_spec or run["clock"], conn, run)
     station = open_station_for(run, station_file, clock)
     console = RunConsole()
-    writer = RunWriter(db)
+    writer = RunWriter(db, commit_interval_s=commit_interval_for(not clock.is_virtual))
     result = None
     try:
         with stop_signals.catching(), open_reader(db) as conn:

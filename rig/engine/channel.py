@@ -132,6 +132,7 @@ class ChannelRunner:
         self._nudged = False
         self._t_start = math.nan    # when the running step began
         self._output_off = False    # switched off (or tried to) since the last step started
+        self._resyncs_seen = getattr(driver, "resyncs", 0)  # lost replies already logged
 
     def nudge(self) -> None:
         """Wake the channel now (a command or an interlock wants it to act before its next
@@ -380,6 +381,7 @@ class ChannelRunner:
                                                  t0 + _chunk_end(self.driver)))
             until = target - t0 if target < t0 + expected else math.inf
             points, ended = await self.link.call(self.driver.read_eis, until)
+            self._log_recovered()
             if points:
                 n += len(points)
                 ctx.writer.eis_points(ctx.run_key, self.channel, sweep, t0,
@@ -553,6 +555,7 @@ class ChannelRunner:
                                  EventKind.GARBLED_PACKAGE, f"package skipped: {why}")
             rejected.clear()
         self._log_retried()
+        self._log_recovered()
         return samples, ended
 
     def _log_retried(self) -> None:
@@ -570,6 +573,19 @@ class ChannelRunner:
             ctx.writer.event(ctx.run_key, self.channel, ctx.clock.now(), "warning",
                              EventKind.INSTRUMENT_RETRIED,
                              f"{count - len(kept)} more failed attempts retried")
+
+    def _log_recovered(self) -> None:
+        """Replies the driver lost or found garbled and recovered from (re-synchronised and
+        asked again, ``resyncs``): each is a fault on the wire even though the step went on, so
+        each is counted in an event (as a sensor's retried attempts are)."""
+        resyncs = getattr(self.driver, "resyncs", 0)
+        n, self._resyncs_seen = resyncs - self._resyncs_seen, resyncs
+        if n > 0:
+            ctx = self.ctx
+            ctx.writer.event(ctx.run_key, self.channel, ctx.clock.now(), "warning",
+                             EventKind.INSTRUMENT_RETRIED,
+                             f"{n} lost or garbled repl{'ies' if n > 1 else 'y'} recovered: the "
+                             f"driver re-synchronised and asked again")
 
     async def _end_now(self) -> None:
         """An end asked from outside the plan (abort, overpressure): output off, then log."""
@@ -600,6 +616,7 @@ class ChannelRunner:
                 t0, ended = clock.now(), False
             target = await self._sleep_until(clock.now() + window)
             samples, ended = await self.link.call(self.driver.read_samples, target - t0)
+            self._log_recovered()
             rows = [SampleRow(t0 + s.t_s, self.state.step_no, self.state.cycle, s.potential_V,
                               s.current_A, q) for s in samples
                     if recorder.wants(t0 + s.t_s, s.potential_V, s.current_A)]
@@ -618,6 +635,7 @@ class ChannelRunner:
         self._output_off = True
         try:
             await self.link.call(self.driver.output_off)
+            self._log_recovered()
         except OutputNotConfirmedOff as exc:  # retried with reconnects: it may still drive
             ctx = self.ctx
             ctx.writer.event(ctx.run_key, self.channel, ctx.clock.now(), "alarm",

@@ -54,6 +54,14 @@ from rig.station import (
 Clock = RealClock | VirtualClock
 HOLDER_LIMIT = "2 bar"  # absolute: a built-in holder's limit
 DEFAULT_HEADSPACE_ML = 5.0  # a holder whose cell the plan does not describe
+# Drivers wait this long (wall time) for a simulator's reply when the clock is virtual, unless
+# the station file sets its own ``timeout``. A simulator on a pty or loopback socket answers in
+# well under a millisecond, and on a virtual clock its data is on the wire before the reader
+# wakes, so the hardware defaults (0.5-2 s) only make each lost reply hold the whole run still
+# that long (the clock waits for every request in flight). A reply that is late all the same
+# (a loaded machine) is a timeout the driver retries and the rig logs, like any other. Sensors
+# wait less: a failed poll only costs a reading, and a gauge polled every 30 s sees most faults.
+VIRTUAL_CLOCK_TIMEOUT = {"instruments": "0.25 s", "sensors": "0.05 s"}
 
 
 def builtin_station_data(plan: Plan, *, keithley_channels: Collection[int] = ()) -> dict[str, Any]:
@@ -160,11 +168,17 @@ class SimulatedInstruments:
                              key=lambda ke: (ke[1].name not in order, order.get(ke[1].name, 0)))
         for k, entry in instruments:
             self._add(entry.name, self._instrument(entry, self.data["instruments"][k]))
+            self._timeout(self.data["instruments"][k], "instruments")
         for k, sensor in enumerate(config.sensors):
             table = self.data.setdefault("sensors", [])[k]
+            self._timeout(table, "sensors")
             sim = (self._atmosphere(sensor, table, glovebox_events)
                    if isinstance(sensor, AtmosphereEntry) else self._pressure(sensor, table))
             self._add(sensor.name, sim)
+
+    def _timeout(self, table: dict[str, Any], kind: str) -> None:
+        if self.clock.is_virtual:
+            table.setdefault("timeout", VIRTUAL_CLOCK_TIMEOUT[kind])
 
     def _add(self, name: str, sim: Any) -> None:
         self.simulators.append(sim)

@@ -139,29 +139,36 @@ def open_instrument(entry: EmStat4Entry | Keithley2450Entry, clock: Clock, *,
     """The driver of one [[instruments]] entry, connected (raises InstrumentError);
     ``host_watchdog_s``: without word from the rig its output goes off within this long
     (None: no watchdog, for instruments that cannot outlive this process)."""
+    timeout = _timeout_of(entry)
     if isinstance(entry, EmStat4Entry):
         from drivers.emstat import EmStat4
 
         return EmStat4(entry.port, baudrate=entry.baudrate, host_watchdog_s=host_watchdog_s,
-                       now=clock.now)
+                       now=clock.now, **timeout)
     from drivers.keithley2450 import Keithley2450
 
     return Keithley2450(entry.resource, command_set=entry.command_set, now=clock.now,
-                        host_watchdog_s=host_watchdog_s)
+                        host_watchdog_s=host_watchdog_s, **timeout)
+
+
+def _timeout_of(entry: Any) -> dict[str, Any]:
+    """The entry's ``timeout`` as the drivers' keyword, or nothing (the driver's default)."""
+    return {} if entry.timeout is None else {"timeout_s": entry.timeout}
 
 
 def open_sensor(entry: AtmosphereEntry | PressureEntry) -> Any:
     """The driver of one [[sensors]] entry (an AtmosphereSensor or a PressureGauge)."""
+    timeout = _timeout_of(entry)
     if isinstance(entry, AtmosphereEntry):
         from drivers.modbus_atmosphere import ModbusAtmosphereSensor
 
         if entry.host is not None:
-            return ModbusAtmosphereSensor(entry.map, host=entry.host, port=entry.port)
+            return ModbusAtmosphereSensor(entry.map, host=entry.host, port=entry.port, **timeout)
         return ModbusAtmosphereSensor(entry.map, serial_port=entry.serial_port,
-                                      baudrate=entry.baudrate)
+                                      baudrate=entry.baudrate, **timeout)
     from drivers.keller import KellerGauge
 
-    return KellerGauge(entry.port, address=entry.address, baudrate=entry.baudrate)
+    return KellerGauge(entry.port, address=entry.address, baudrate=entry.baudrate, **timeout)
 
 
 def describe_instrument(entry: EmStat4Entry | Keithley2450Entry) -> str:

@@ -145,6 +145,14 @@ class _Table(BaseModel):
 
 _NAME = Field(min_length=1, description="unique in the station; names the instrument everywhere",
               examples=["es4-a"])
+MAX_TIMEOUT_S = 60.0  # a driver timeout beyond a minute would hold a channel (and, on a virtual
+# clock, the whole run) for that long per lost reply
+
+
+def _timeout_field() -> Any:
+    """``timeout``: how long the driver waits for a reply (wall time) before it retries; unset,
+    the driver's default (EmStat4 and Keithley 2 s, Modbus 1 s, KELLER 0.5 s)."""
+    return Field(None, le=MAX_TIMEOUT_S, examples=["2 s"])
 
 
 class EmStat4Entry(_Table):
@@ -154,6 +162,7 @@ class EmStat4Entry(_Table):
     driver: Literal["emstat4"]
     port: str = Field(min_length=1, examples=["/dev/ttyUSB0"])
     baudrate: int = Field(921600, gt=0, strict=True, examples=[921600])
+    timeout: Time | None = _timeout_field()
     description: str = ""
 
 
@@ -164,6 +173,7 @@ class Keithley2450Entry(_Table):
     driver: Literal["keithley2450"]
     resource: str = Field(min_length=1, examples=["TCPIP0::192.168.1.50::5025::SOCKET"])
     command_set: Literal["2450", "2400"] = "2450"
+    timeout: Time | None = _timeout_field()
     description: str = ""
 
 
@@ -192,6 +202,7 @@ class AtmosphereEntry(_Table):
     baudrate: int = Field(19200, gt=0, strict=True, examples=[19200])
     map: Annotated[Any, BeforeValidator(_register_map)] = Field(examples=["vaisala_h2o"])
     poll_interval: Time = Field(10.0, examples=["10 s"])
+    timeout: Time | None = _timeout_field()
 
 
 class PressureEntry(_Table):
@@ -208,6 +219,7 @@ class PressureEntry(_Table):
     limit: Pressure | None = Field(None, examples=["2 bar"])
     rate_warning: PressureRate | None = Field(None, examples=["50 mbar/h"])
     poll_interval: Time = Field(10.0, examples=["10 s"])
+    timeout: Time | None = _timeout_field()
 
 
 SENSOR_KINDS: dict[str, type[_Table]] = {"atmosphere": AtmosphereEntry,

@@ -63,6 +63,17 @@ if TYPE_CHECKING:  # importing protocols at run time would load pint for every r
 
 log = logging.getLogger("rig.store")
 
+REAL_CLOCK_COMMIT_INTERVAL_S = 0.1
+"""The commit interval for a run on a real clock: a sample is in the store at most this long
+(plus the engine's read) after it was due, so a crash loses at most that much measured data.
+Data come at most a few rows a second a channel there, so short transactions cost nothing; a
+virtual-clock run keeps the default 0.5 s (its batches are large)."""
+
+
+def commit_interval_for(real_clock: bool) -> float:
+    return REAL_CLOCK_COMMIT_INTERVAL_S if real_clock else 0.5
+
+
 class OpKind(IntEnum):
     """What a queued write is; the writer thread batches them into transactions."""
 

@@ -164,7 +164,7 @@ def test_defaults_name_from_the_file_and_interlocks_from_domain() -> None:
      "instruments[0].driver: missing; say which, one of emstat4, keithley2450"),
     ('port = "/dev/ttyUSB0"\n', '', 'instruments[0].port: missing; add e.g. port = "/dev/ttyUSB0"'),
     ('port = "/dev/ttyUSB0"', 'port = "/dev/ttyUSB0"\nspeed = 9600',
-     'instruments[0].speed: unknown field (allowed: name, driver, port, baudrate, description)'),
+     'instruments[0].speed: unknown field (allowed: name, driver, port, baudrate, timeout, description)'),
     ('port = "/dev/ttyUSB0"', 'port = "/dev/ttyUSB0"\nbaudrate = "fast"',
      'instruments[0].baudrate: must be a whole number without quotes, e.g. baudrate = 921600'),
     ('command_set = "2450"', 'command_set = "2410"',
