@@ -163,6 +163,32 @@ def parse_line(line: str) -> Event:
     raise InstrumentProtocolError(f"unexpected line from the EmStat4: {line!r}")
 
 
+def answers(line: str) -> str | None:
+    """Which host command a line is (part of) the reply to: ``t`` (both version lines), ``i``,
+    ``v``, ``Z``, ``e`` (a script's acceptance or refusal), ``script`` (a running script's
+    output), or None (garbled: it is nothing the dialect has).
+
+    ``answers("Z!0006") -> "Z"``, ``answers("R1.6.2*") -> "t"``, ``answers("*") -> "script"``.
+    A device answers in order, so while the driver waits for one command's reply, a line
+    that answers another is a reply that came after the driver gave up on it (late).
+    """
+    first = line[:1]
+    if error_code(line) is not None:
+        # a bare '!XXXX' (or a script's runtime error) names no command: the caller judges it
+        return first if first in ("t", "i", "v", "Z", "e") else None
+    if line in ("Z", "e"):
+        return line
+    if first in ("t", "i", "v") and len(line) > 1 and line.isprintable():
+        return first
+    if first == "R" and line.endswith("*") and line.isprintable():
+        return "t"
+    try:
+        parse_line(line)
+    except InstrumentProtocolError:
+        return None
+    return "script"
+
+
 _V = r"([0-9A-F]{7})([afpnumkMGTPEi ])((?:,[0-9A-Fa-f]+)*)"  # hex, prefix, metadata
 _SAMPLE_RE = re.compile(rf"Peb{_V};ab{_V}(?:;ba{_V})?")
 _CP_RE = re.compile(rf"Peb{_V};ab{_V};db{_V}")      # our CP script's order
@@ -704,6 +730,9 @@ class EmStat4:
         self.rejected: list[str] = []
         self.model: str | None = None  # "EmStat4 LR" or "EmStat4 HR", once identified
         self.resyncs = 0               # how often a lost or garbled reply was recovered from
+        # replies that came after the driver gave up on them, recognised and dropped (each
+        # one's fault, the timeout, is already counted in resyncs)
+        self.late_replies = 0
         self._discard_input()
 
     def __enter__(self) -> Self:
@@ -720,13 +749,13 @@ class EmStat4:
         """``t``: the firmware text, ``'es4_lr#<build> R<version>'``; refuses other devices."""
         def ask() -> str:
             self._send(b"t\n")
-            first = self._reply_line()
+            first = self._reply_line(to="t")
             code = error_code(first)
             if code is not None:
                 raise DeviceError(code, first)
             if not first.startswith("t"):
                 raise InstrumentProtocolError(f"garbled version reply: {first!r}")
-            return parse_version(first, self._reply_line())
+            return parse_version(first, self._reply_line(to="t"))
         firmware = self._query(ask)
         self.model = model_of(firmware)
         return firmware
@@ -735,7 +764,7 @@ class EmStat4:
         """``i``: the instrument's serial number."""
         def ask() -> str:
             self._send(b"i\n")
-            line = self._reply_line()
+            line = self._reply_line(to="i")
             code = error_code(line)
             if code is not None:
                 raise DeviceError(code, line)
@@ -875,10 +904,12 @@ class EmStat4:
         deadline = time.monotonic() + ABORT_DRAIN_TIMEOUTS * self.timeout_s
         line = self._reply_line()
         while not line.startswith("Z"):   # what the aborted script sent before: dropped
+            self._dropped(line)
             line = self._reply_line(deadline)
         if line == "Z":
-            while self._reply_line(deadline) != "":   # the loop's '*', the script's empty line
-                pass
+            # the loop's '*', the script's empty line (and any late reply between: dropped)
+            while (line := self._reply_line(deadline)) != "":
+                self._dropped(line)
             self._run = None
             return
         code = error_code(line)
@@ -903,6 +934,7 @@ class EmStat4:
                     except (InstrumentTimeout, InstrumentProtocolError) as exc:
                         log.warning("%r: abort before output off failed: %s", self, exc)
                         self._run = None
+                        self.resyncs += 1   # gone past: the output-off script follows
                 self._discard_input()
                 self._send(script_bytes(OUTPUT_OFF_SCRIPT))
                 self._expect_accepted()
@@ -915,6 +947,8 @@ class EmStat4:
                 raise
             except InstrumentError as exc:
                 last = exc
+                if attempt < self.retries:
+                    self.resyncs += 1   # a lost or garbled reply, tried again: counted
         assert last is not None
         raise last
 
@@ -1033,7 +1067,7 @@ class EmStat4:
         chunks.anchor_end = run.anchor_s + run.end_s
 
     def _expect_accepted(self) -> None:
-        line = self._reply_line()
+        line = self._reply_line(to="e")
         if parse_line(line).kind != "accepted":
             raise InstrumentProtocolError(f"script not accepted: {line!r}")
 
@@ -1157,20 +1191,31 @@ class EmStat4:
             except (InstrumentTimeout, InstrumentProtocolError) as exc:
                 if attempt == self.retries:
                     raise
+                self.resyncs += 1   # asked again: a recovered fault, counted
                 log.info("%r: retrying after %s", self, exc)
                 time.sleep(_backoff(attempt + 1))
         raise AssertionError("unreachable")
 
-    def _reply_line(self, deadline: float = math.inf) -> str:
+    def _reply_line(self, deadline: float = math.inf, to: str | None = None) -> str:
         """The next line, waiting for it (silence for timeout_s -> InstrumentTimeout; so does
-        a device that keeps talking past the monotonic deadline without saying it)."""
-        if time.monotonic() > deadline:
-            raise InstrumentTimeout(f"{self!r}: no reply in {self.timeout_s} s of other output")
-        while self._next >= len(self._lines):
-            self._read_blocking()
-        line = self._lines[self._next]
-        self._next += 1
-        return line
+        a device that keeps talking past the monotonic deadline without saying it). With
+        ``to`` (the host command awaited, as ``answers`` names it), a line that answers
+        another command is a late reply: dropped (``late_replies``), never taken for this one."""
+        while True:
+            if time.monotonic() > deadline:
+                raise InstrumentTimeout(
+                    f"{self!r}: no reply in {self.timeout_s} s of other output")
+            while self._next >= len(self._lines):
+                self._read_blocking()
+            line = self._lines[self._next]
+            self._next += 1
+            if to is None:
+                return line
+            of = answers(line)
+            if of is None or of == to:
+                return line
+            self.late_replies += 1
+            log.info("%r: dropped a late reply %r (waiting for the reply to %r)", self, line, to)
 
     # ---- internals: bytes ----------------------------------------------------------------------
     def _send(self, data: bytes) -> None:
@@ -1224,8 +1269,21 @@ class EmStat4:
         self._next = 0
         return True
 
+    def _dropped(self, line: str) -> None:
+        """A line dropped unread (an aborted script's output, a stale reply): one that is
+        garbled was a fault on the wire all the same, so it is reported in ``rejected``."""
+        if line[:1] == "P":
+            try:
+                parse_package_variables(line)
+            except InstrumentProtocolError as exc:
+                self.rejected.append(f"dropped unread: {exc}")
+        elif answers(line) is None:
+            self.rejected.append(f"dropped unread: unexpected line from the EmStat4: {line!r}")
+
     def _discard_input(self) -> None:
         """Forget whatever arrived unasked (stale replies before a query or a script)."""
+        for line in self._lines[self._next:]:
+            self._dropped(line)
         self._lines, self._next, self._tail = [], 0, ""
         try:
             if self._ser.is_open:

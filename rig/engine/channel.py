@@ -548,15 +548,19 @@ class ChannelRunner:
                     raise
                 ctx.writer.event(ctx.run_key, self.channel, ctx.clock.now(), "warning",
                                  EventKind.INSTRUMENT_TIMEOUT, f"{exc}; waiting again")
-        rejected = self.driver.rejected
+        self._log_rejected()
+        self._log_retried()
+        self._log_recovered()
+        return samples, ended
+
+    def _log_rejected(self) -> None:
+        """One event per garbled package or line the driver skipped."""
+        ctx, rejected = self.ctx, self.driver.rejected
         if rejected:
             for why in rejected:
                 ctx.writer.event(ctx.run_key, self.channel, ctx.clock.now(), "warning",
                                  EventKind.GARBLED_PACKAGE, f"package skipped: {why}")
             rejected.clear()
-        self._log_retried()
-        self._log_recovered()
-        return samples, ended
 
     def _log_retried(self) -> None:
         """One event per attempt the driver failed and retried (a step setup redone on a new
@@ -635,7 +639,6 @@ class ChannelRunner:
         self._output_off = True
         try:
             await self.link.call(self.driver.output_off)
-            self._log_recovered()
         except OutputNotConfirmedOff as exc:  # retried with reconnects: it may still drive
             ctx = self.ctx
             ctx.writer.event(ctx.run_key, self.channel, ctx.clock.now(), "alarm",
@@ -646,6 +649,8 @@ class ChannelRunner:
             ctx.writer.event(ctx.run_key, self.channel, ctx.clock.now(), "error",
                              EventKind.OUTPUT_OFF,
                              f"could not switch the output off: {exc}")
+        self._log_rejected()   # garbled lines the abort before it dropped
+        self._log_recovered()  # its lost replies, cured or not
         self._log_retried()  # output-off's own retries (a link that dropped as it ended)
 
 
