@@ -118,3 +118,23 @@ def test_a_late_reply_at_a_chunk_boundary_is_dropped_and_the_step_goes_on(replay
     second, ended = es.read_samples(4)
     assert [s.t_s for s in first + second] == [1, 2, 3, 4] and ended
     assert es.chunks_started == 1 and es.resyncs == 2 and es.late_replies == 1
+
+
+# ---- every fault counted once, also where nothing is read after it (the soak's short counts) --
+def test_a_lost_reply_at_output_off_is_counted_as_recovered(replay: Make) -> None:
+    # the channel's last command: before, its retried attempt was in no count, so a fault on
+    # the wire at a channel's end left no event
+    es, _ = replay([(OUTPUT_OFF, SILENCE), (ABORT, b"Z!0006\n"), (OUTPUT_OFF, b"e\n\n")],
+                   retries=1, timeout_s=TIMEOUT_S)
+    es.output_off()
+    assert es.resyncs == 1
+
+
+def test_a_garbled_package_an_abort_drops_is_reported(replay: Make) -> None:
+    garbled = cp_package(2).replace(b"eb", b"e?", 1)
+    es, _ = replay([(CP_SCRIPT, ACCEPTED_CP + cp_package(1)),
+                    (ABORT, garbled + b"Z\n" + END)], timeout_s=TIMEOUT_S)
+    start_cp(es)
+    assert len(es.read_samples(1)[0]) == 1
+    es.abort()
+    assert len(es.rejected) == 1 and "dropped unread" in es.rejected[0]
