@@ -100,6 +100,10 @@ ABORT_DRAIN_TIMEOUTS = 5  # abort() reads past the stream's backlog for at most 
 OCP_PROBE = (0.25, 1.0)   # (interval_s, duration_s) of the OCP read eis() uses when dc_V is None
 MISSING_IN_A_ROW = 3
 MAX_SILENCES = 2          # timeouts a script start recovers from (a lost reply, a lost abort)
+# a port that has sent not one byte for this long (silent reads in a row) is taken for dead: no
+# more resync attempts, so a dead port ends its channel in seconds. A late reply is bytes: it
+# resets the count, so a stalled host (or a slow USB link) is still recovered from.
+DEAD_PORT_S = 6.0
 GARBLED_PACKAGE_MIN = 8   # a garbled line longer than this was a package (markers are shorter)
 DEFAULT_HOST_WATCHDOG_S = 60.0  # an output-on script runs at most this long (the cell then off)
 
@@ -733,6 +737,7 @@ class EmStat4:
         # replies that came after the driver gave up on them, recognised and dropped (each
         # one's fault, the timeout, is already counted in resyncs)
         self.late_replies = 0
+        self._silent_s = 0.0           # how long the port has sent nothing (silent reads)
         self._discard_input()
 
     def __enter__(self) -> Self:
@@ -740,6 +745,12 @@ class EmStat4:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def port_silent(self) -> bool:
+        """Whether the port has sent nothing for DEAD_PORT_S (in reads that timed out): it is
+        taken for dead, and what follows is not retried."""
+        return self._silent_s >= DEAD_PORT_S - 1e-9
 
     def __repr__(self) -> str:
         return f"EmStat4({getattr(self._ser, 'port', self._ser)!r})"
@@ -885,7 +896,7 @@ class EmStat4:
                 return
             except InstrumentTimeout as exc:
                 timeouts += 1
-                if timeouts > 1 or attempt == self.retries:
+                if timeouts > 1 or attempt == self.retries or self.port_silent:
                     self._run = None
                     raise
                 log.info("%r: abort again after %s", self, exc)
@@ -934,7 +945,8 @@ class EmStat4:
                     except (InstrumentTimeout, InstrumentProtocolError) as exc:
                         log.warning("%r: abort before output off failed: %s", self, exc)
                         self._run = None
-                        self.resyncs += 1   # gone past: the output-off script follows
+                        if not self.port_silent:
+                            self.resyncs += 1   # gone past: the output-off script follows
                 self._discard_input()
                 self._send(script_bytes(OUTPUT_OFF_SCRIPT))
                 self._expect_accepted()
@@ -947,8 +959,9 @@ class EmStat4:
                 raise
             except InstrumentError as exc:
                 last = exc
-                if attempt < self.retries:
-                    self.resyncs += 1   # a lost or garbled reply, tried again: counted
+                if attempt == self.retries or self.port_silent:
+                    break
+                self.resyncs += 1   # a lost or garbled reply, tried again: counted
         assert last is not None
         raise last
 
@@ -1043,7 +1056,7 @@ class EmStat4:
                     raise          # a script error does not fix itself ('e!0006': one ran)
             except InstrumentTimeout:
                 timeouts += 1
-                if timeouts > MAX_SILENCES or attempt == self.retries:
+                if timeouts > MAX_SILENCES or attempt == self.retries or self.port_silent:
                     raise
             except InstrumentGone:
                 raise
@@ -1234,7 +1247,10 @@ class EmStat4:
             if not self._ser.is_open:
                 raise InstrumentGone(f"{self!r}: the port is closed")
             n = self._ser.in_waiting
-            return bool(n) and self._add(self._ser.read(n))
+            if not n:
+                return False
+            self._silent_s = 0.0
+            return self._add(self._ser.read(n))
         except PORT_ERRORS as exc:
             raise InstrumentGone(f"{self!r}: {exc}") from exc
 
@@ -1246,7 +1262,9 @@ class EmStat4:
                 raise InstrumentGone(f"{self!r}: the port is closed")
             data = ser.read(ser.in_waiting or 1)
             if not data:
+                self._silent_s += self.timeout_s
                 raise InstrumentTimeout(f"{self!r}: no answer within {self.timeout_s} s")
+            self._silent_s = 0.0
             n = ser.in_waiting
             if n:
                 data += ser.read(n)
