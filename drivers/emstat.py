@@ -1131,7 +1131,11 @@ class EmStat4:
             try:
                 event = parse_line(line)
             except DeviceError:
-                raise
+                if answers(line) is None:
+                    raise   # the script's own runtime error
+                self.late_replies += 1   # an error answering a host command: a late reply
+                log.info("%r: dropped a late reply %r in a script's output", self, line)
+                continue
             except InstrumentProtocolError as exc:   # a garbled line: a package or a marker
                 if len(line) > GARBLED_PACKAGE_MIN:
                     run.received += 1

@@ -138,3 +138,15 @@ def test_a_garbled_package_an_abort_drops_is_reported(replay: Make) -> None:
     assert len(es.read_samples(1)[0]) == 1
     es.abort()
     assert len(es.rejected) == 1 and "dropped unread" in es.rejected[0]
+
+
+def test_an_error_answering_a_host_command_inside_a_scripts_output_does_not_end_the_step(
+        replay: Make) -> None:
+    # the soak's DeviceError 'Z!0006' ended a channel; wherever such a line lands it is a late
+    # reply to a command, not the script's own runtime error
+    es, _ = replay([(CP_SCRIPT, ACCEPTED_CP + cp_package(1) + b"Z!0006\n" + cp_package(2)
+                     + cp_package(3) + END)], timeout_s=TIMEOUT_S)
+    start_cp(es)
+    samples, ended = es.read_samples(3)
+    assert [s.t_s for s in samples] == [1, 2, 3] and ended
+    assert es.late_replies == 1
