@@ -32,6 +32,7 @@ from rig.sim.serve import OutputWatch
 from rig.sim.station import simulated_station
 from rig.station import ChannelHardware, Station, StationError, parse_station
 from rig.store import RunWriter, get_eis, get_events, get_samples, get_steps, open_reader
+from tests.support.station_runs import run
 
 GLYME = "1 M NaPF6 in diglyme"
 AREA = 1.13
@@ -150,15 +151,7 @@ def run_plan(tmp_path: Path, steps: tuple, watchdog_s: float, name: str,
     es = EmStat4(sim.port, host_watchdog_s=watchdog_s, now=clock.now, timeout_s=timeout_s)
     station = Station("test", True, {0: ChannelHardware(es, Link("ch0"), "sim")},
                       closers=[sim.close])
-    db = tmp_path / f"{name}.db"
-    writer = RunWriter(db)
-    try:
-        result = asyncio.run(execute(plan, station=station, clock=clock, writer=writer,
-                                     protocol_text="", protocol_path="test"))
-    finally:
-        station.close()
-        writer.close()
-    conn = open_reader(db)
+    result, conn = run(plan, tmp_path / f"{name}.db", station, clock=clock, sensor_floor_s=None)
     steps_rows = get_steps(conn, result.run_key, 0)
     samples = get_samples(conn, result.run_key, 0)
     eis = get_eis(conn, result.run_key, 0)

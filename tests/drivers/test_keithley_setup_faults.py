@@ -118,25 +118,17 @@ def test_a_keithley_channel_at_a_high_fault_rate_completes_and_logs_every_fault(
     0.5 % of its lines completes its cycles, and every fault the simulator injected is one
     ``instrument_retried`` event (the fault soak's promise, in seconds: a lost reply costs a
     2 s timeout, so the soak has those)."""
-    import asyncio
-
-    from rig.engine.run import execute
-    from rig.store import RunWriter, get_events, open_reader
-    from tests.support.station_runs import cycling_plan, station_for
+    from rig.store import get_events
+    from tests.support.station_runs import cycling_plan, run, station_for
 
     plan = cycling_plan(2)
     station = station_for(plan, keithley_channels=[0], faults={
         "k2450-ch0": FaultProfile(garbled=0.03, disconnect=0.005, seed=11)})
-    writer = RunWriter(tmp_path / "k.db")
-    try:
-        result = asyncio.run(execute(plan, station=station, clock=station._clock,
-                                     writer=writer, protocol_text="", protocol_path="test"))
-        injected = sum(station.simulation.by_name["k2450-ch0"].faults_injected.values())
-    finally:
-        station.close()
-        writer.close()
+    sim = station.simulation.by_name["k2450-ch0"]
+    result, conn = run(plan, tmp_path / "k.db", station, sensor_floor_s=None)
+    injected = sum(sim.faults_injected.values())
     assert result.status == "completed"
-    with open_reader(tmp_path / "k.db") as conn:
+    with conn:
         events = get_events(conn, result.run_key)
     retried = [e for e in events if e["kind"] == "instrument_retried"]
     assert injected > 5 and len(retried) == injected

@@ -4,12 +4,10 @@ is in an event"; a lost EmStat script reply left no trace in the store)."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 
-from rig.engine.run import execute
-from rig.store import RunWriter, get_events, open_reader
-from tests.support.station_runs import cycling_plan, station_for
+from rig.store import get_events
+from tests.support.station_runs import cycling_plan, run, station_for
 
 
 def test_every_lost_emstat_reply_the_driver_recovered_from_is_counted_in_an_event(tmp_path):
@@ -17,16 +15,10 @@ def test_every_lost_emstat_reply_the_driver_recovered_from_is_counted_in_an_even
 
     plan = cycling_plan(6)  # 12 steps: a script, its abort or end and output-off each
     station = station_for(plan, faults={"es4-ch0": FaultProfile(no_reply=0.15, seed=3)})
-    db = tmp_path / "s.db"
-    writer = RunWriter(db)
-    try:
-        result = asyncio.run(execute(plan, station=station, clock=station._clock, writer=writer,
-                                     protocol_text="", protocol_path="test", sensor_floor_s=0))
-        lost = station.simulation.by_name["es4-ch0"].faults_injected["no_reply"]
-    finally:
-        station.close()
-        writer.close()
-    with open_reader(db) as conn:
+    sim = station.simulation.by_name["es4-ch0"]
+    result, conn = run(plan, tmp_path / "s.db", station)
+    lost = sim.faults_injected["no_reply"]
+    with conn:
         events = get_events(conn, result.run_key)
     counted = sum(int(re.match(r"(\d+) lost or garbled repl", e["message"]).group(1))
                   for e in events if e["kind"] == "instrument_retried")

@@ -41,13 +41,15 @@ def cycling_plan(cycles: int, electrolyte: str = "1 M NaPF6 in diglyme",
     return Plan("sequence", "station run", Safety(-1, 1, 0.01), channels, total_cycles=cycles)
 
 
-def run(plan: Plan, db: Path, station):
-    """Execute ``plan`` on ``station`` (from station_for) into a new store; (result, reader)."""
-    clock = station._clock
+def run(plan: Plan, db: Path, station, *, clock=None, sensor_floor_s: float | None = 0):
+    """Execute ``plan`` on ``station`` (from station_for, or ``clock`` given) into a new store;
+    the station is closed after; (result, reader)."""
+    clock = clock if clock is not None else station._clock
     writer = RunWriter(db)
     try:
         result = asyncio.run(execute(plan, station=station, clock=clock, writer=writer,
-                                     protocol_text="", protocol_path="test", sensor_floor_s=0))
+                                     protocol_text="", protocol_path="test",
+                                     sensor_floor_s=sensor_floor_s))
     finally:
         station.close()
         writer.close()
