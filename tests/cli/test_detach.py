@@ -45,8 +45,12 @@ def test_a_detached_run_survives_its_parents_sighup_and_completes(tmp_path):
                       query(db, "SELECT status FROM runs WHERE id = ?", run_id)[0][0],
                       timeout=180, every=0.2)
     assert status == "completed"
+    # the engine stores the run's status first, then prints its summary line to the log
     log = db.parent / f"narig-{run_id}.log"
-    assert log.exists() and "completed" in log.read_text()
+    summary = wait_for(lambda: log.exists() and next(
+        (ln for ln in log.read_text().splitlines() if ln.startswith(f"run {run_id} completed")),
+        None), timeout=60, every=0.2)
+    assert "2 channel(s)" in summary
 
 
 def test_resume_all_takes_over_every_run_left_without_an_engine(tmp_path):
