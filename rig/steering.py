@@ -186,8 +186,7 @@ def resume_all(db: Path, station_file: str | None, clock: str | None) -> int:
             if child.poll() is None:
                 child.send_signal(sig)
 
-    previous = {sig: signal.signal(sig, forward)
-                for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, forward) for sig in stop_signals.to_catch()}
     codes: dict[str, int] = {}
     restarts = {run["id"]: 0 for run in todo}
     try:

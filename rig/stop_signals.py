@@ -30,6 +30,9 @@ from types import FrameType
 from typing import Any
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+# Started with SIGHUP or SIGINT ignored (`nohup rig run ...`; `rig run ... &` in a script) the
+# caller asked for the run to outlive its terminal: those stay ignored. SIGTERM always stops.
+RESPECTED_IF_IGNORED = (signal.SIGHUP, signal.SIGINT)
 
 Subscriber = Callable[[signal.Signals], None]
 
@@ -52,7 +55,7 @@ def catching() -> Iterator[None]:
         _depth += 1
         if _depth == 1:
             _received.clear()
-            for sig in STOP_SIGNALS:
+            for sig in to_catch():
                 _previous[sig] = signal.signal(sig, _handle)
     try:
         yield
@@ -64,6 +67,13 @@ def catching() -> Iterator[None]:
                     signal.signal(sig, handler)
                 _previous.clear()
                 _received.clear()
+
+
+def to_catch() -> tuple[signal.Signals, ...]:
+    """The stop signals to catch: all three, but SIGHUP and SIGINT only if the process was not
+    started with them ignored (as nohup starts it)."""
+    return tuple(sig for sig in STOP_SIGNALS
+                 if not (sig in RESPECTED_IF_IGNORED and signal.getsignal(sig) is signal.SIG_IGN))
 
 
 def subscribe(callback: Subscriber) -> Callable[[], None]:
@@ -107,6 +117,13 @@ def active() -> bool:
 def received() -> signal.Signals | None:
     """The first stop signal received while catching, if any."""
     return _received[0] if _received else None
+
+
+def request(sig: signal.Signals) -> None:
+    """A stop asked for in this process (Ctrl-C pressed in the monitor): handed on as the
+    signal would be, also when the process was started with that signal ignored — a key
+    pressed here is not a terminal hanging up. Call it in the main thread while catching."""
+    _handle(sig, None)
 
 
 def _handle(signum: int, _frame: FrameType | None) -> None:

@@ -149,7 +149,7 @@ class MonitorApp(App):
         plain `rig run` — SIGINT: every output off, the run 'interrupted' (resumable), exit 4.
         In `rig monitor` the run is not this process's: Textual's reminder to press q."""
         if self.here and stop_signals.active():
-            signal.raise_signal(signal.SIGINT)
+            stop_signals.request(signal.SIGINT)
         else:
             self.action_help_quit()
 

@@ -96,7 +96,7 @@ def run_with_monitor(db: str | os.PathLike, engine: Callable[[Relay], R], consol
             try:
                 (monitor or _show_monitor)(Path(db), relay.run_id)
             except KeyboardInterrupt:  # Ctrl-C however it reached the monitor: SIGINT
-                signal.raise_signal(signal.SIGINT)
+                stop_signals.request(signal.SIGINT)
             except Exception as exc:  # noqa: BLE001 -- the run matters more than its display
                 _say(f"rig: the monitor failed ({type(exc).__name__}: {exc}); the run goes on")
         sig = stop_signals.received()

@@ -10,13 +10,7 @@ import sys
 from pathlib import Path
 
 from tests.support.protocol_text import GLYME, two_cells
-from tests.support.rig_process import ROOT, count, query, rig, wait_for
-
-
-def hangup_as_a_terminal_does() -> None:
-    """A login shell dies of SIGHUP; under `nohup` (a CI started that way) the tests would
-    inherit SIGHUP ignored, and the "terminal" would never hang up."""
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+from tests.support.rig_process import ROOT, as_from_a_terminal, count, query, rig, wait_for
 
 
 def test_a_detached_run_survives_its_parents_sighup_and_completes(tmp_path):
@@ -29,7 +23,7 @@ def test_a_detached_run_survives_its_parents_sighup_and_completes(tmp_path):
         ["sh", "-c", f"{sys.executable} -m rig.cli run {protocol} --db {db} --detach; "
                      "echo started; sleep 600"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True, preexec_fn=hangup_as_a_terminal_does)
+        start_new_session=True, preexec_fn=as_from_a_terminal)
     try:
         line = wait_for(lambda: shell.stdout.readline(), timeout=60)
         assert line.startswith("run "), line

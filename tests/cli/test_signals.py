@@ -16,7 +16,8 @@ from rig.analysis.cycles import per_cycle
 from rig.lifecycle import EXIT_INTERRUPTED
 from rig.store import get_events, get_steps, open_reader
 from tests.support.protocol_text import GLYME, two_cells
-from tests.support.rig_process import ROOT, count, query, rig, rig_cmd, stop, wait_for
+from tests.support.rig_process import (ROOT, as_from_a_terminal, count, query, rig, rig_cmd,
+                                       stop, wait_for)
 
 
 def _protocol(tmp_path: Path, cycles: int, q: str) -> Path:
@@ -31,7 +32,7 @@ def test_a_signal_switches_outputs_off_marks_the_run_interrupted_and_it_resumes(
     db = tmp_path / "s.db"
     proc = subprocess.Popen(rig_cmd("run", str(_protocol(tmp_path, cycles, "0.5 mAh/cm^2")),
                                     "--db", str(db)), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=as_from_a_terminal)
     try:
         wait_for(lambda: count(db, "SELECT count(*) FROM samples") > 300, every=0.01)
         proc.send_signal(sig)
@@ -58,6 +59,27 @@ def test_a_signal_switches_outputs_off_marks_the_run_interrupted_and_it_resumes(
                 assert c["plated_C"] / 3.6 == pytest.approx(0.5 * 1.13, rel=0.01)
                 assert c["stripped_C"] / 3.6 == pytest.approx(0.5 * 1.13, rel=0.01)
         assert any(e["kind"] == "resumed_after_crash" for e in get_events(conn, key))
+
+
+def under_nohup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def test_under_nohup_the_terminal_hanging_up_leaves_the_run_going_to_its_end(tmp_path):
+    """`nohup rig run ... &` asks for the run to outlive its terminal: SIGHUP stays ignored."""
+    db = tmp_path / "s.db"
+    proc = subprocess.Popen(rig_cmd("run", str(_protocol(tmp_path, 80, "0.5 mAh/cm^2")),
+                                    "--db", str(db)), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=under_nohup)
+    try:
+        wait_for(lambda: count(db, "SELECT count(*) FROM samples") > 300, every=0.01)
+        proc.send_signal(signal.SIGHUP)  # the terminal closes
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        stop(proc)
+    assert proc.returncode == 0, stdout + stderr
+    assert query(db, "SELECT status FROM runs")[0][0] == "completed"
+    assert count(db, "SELECT count(*) FROM events WHERE kind = 'interrupted'") == 0
 
 
 def test_sigterm_leaves_instruments_that_outlive_the_engine_off_and_resume_keeps_time_going(

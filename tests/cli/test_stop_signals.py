@@ -17,8 +17,18 @@ def test_its_docstring_example_holds():
     assert result.attempted > 0 and result.failed == 0
 
 
+@pytest.fixture
+def started_from_a_terminal():
+    """SIGHUP and SIGINT at their defaults for the test, also in a suite run under nohup."""
+    before = {sig: signal.signal(sig, signal.SIG_DFL) for sig in stop_signals.RESPECTED_IF_IGNORED}
+    yield
+    for sig, handler in before.items():
+        signal.signal(sig, handler)
+
+
 @pytest.mark.parametrize("sig", stop_signals.STOP_SIGNALS)
-def test_a_stop_signal_reaches_a_subscriber_in_another_thread_and_kills_nobody(sig):
+def test_a_stop_signal_reaches_a_subscriber_in_another_thread_and_kills_nobody(
+        sig, started_from_a_terminal):
     told = threading.Event()
     got = []
     subscribed = threading.Event()
@@ -61,3 +71,36 @@ def test_outside_the_main_thread_catching_changes_nothing():
     worker.start()
     worker.join(30)
     assert seen == [False]
+
+
+@pytest.fixture
+def started_under_nohup():
+    """This process as `nohup` starts a command: SIGHUP ignored (put back after)."""
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    yield
+    signal.signal(signal.SIGHUP, before)
+
+
+def test_an_inherited_ignore_of_sighup_is_kept_and_sigterm_is_still_caught(started_under_nohup):
+    with stop_signals.catching():
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        signal.raise_signal(signal.SIGHUP)  # the terminal closes: nothing happens
+        assert stop_signals.received() is None
+        signal.raise_signal(signal.SIGTERM)  # `kill` or `systemctl stop` still stops the run
+        assert stop_signals.received() == signal.SIGTERM
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+
+
+def test_ctrl_c_pressed_in_this_process_stops_even_with_sigint_ignored():
+    """A key pressed in the monitor is asked for here: it is not a signal the caller ignored."""
+    got = []
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with stop_signals.catching():
+            unsubscribe = stop_signals.subscribe(got.append)
+            stop_signals.request(signal.SIGINT)
+            unsubscribe()
+            assert stop_signals.received() == signal.SIGINT
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert got == [signal.SIGINT]

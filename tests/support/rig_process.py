@@ -4,6 +4,7 @@ its store from outside, stopping it."""
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -13,6 +14,14 @@ from pathlib import Path
 from tests.support.protocol_text import GLYME, two_cells
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def as_from_a_terminal() -> None:
+    """A ``preexec_fn``: SIGHUP and SIGINT at their defaults, as a shell in a terminal starts a
+    command. A suite started under nohup (or in the background of a script) would hand them on
+    ignored, and rig keeps an inherited ignore (it was asked to outlive its terminal)."""
+    for sig in (signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def rig_cmd(*args: str) -> list[str]:

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from rig.lifecycle import EXIT_INTERRUPTED
-from tests.support.rig_process import ROOT, count, query, rig_cmd, stop, wait_for
+from tests.support.rig_process import (ROOT, as_from_a_terminal, count, query, rig_cmd,
+                                       stop, wait_for)
 from tests.support.protocol_text import GLYME, two_cells
 
 SPEED = 100
@@ -84,6 +85,12 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, Station]]:
         sims.close()
 
 
+def as_a_terminals_command() -> None:
+    as_from_a_terminal()
+    # the pty becomes the run's controlling terminal: closing it hangs the run up
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 def start_monitored_run(protocol: Path, station: Station, db: Path
                         ) -> tuple[subprocess.Popen, Terminal, threading.Thread]:
     master, slave = os.openpty()
@@ -96,8 +103,7 @@ def start_monitored_run(protocol: Path, station: Station, db: Path
         rig_cmd("run", str(protocol), "--station", str(station.file), "--db", str(db),
                 "--clock", f"x{SPEED}", "--monitor"),
         cwd=ROOT, env=env, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-        # the pty becomes the run's controlling terminal: closing it hangs the run up
-        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+        preexec_fn=as_a_terminals_command)
     os.close(slave)
     reader = threading.Thread(target=terminal.read_until_closed, daemon=True)
     reader.start()
