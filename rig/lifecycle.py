@@ -32,24 +32,39 @@ RESUMABLE_STATUSES = ("running", "interrupted")
 
 
 def dead_here(run: dict[str, Any]) -> bool:
-    """The run's engine was on this host and its process is gone: no need to wait."""
+    """The run's engine was on this host and its process is gone: no need to wait. A process
+    with the engine's pid that started after the run's last heartbeat is another one (the pid
+    was reused: a container restarted, a quick reboot), so the engine is gone too."""
     if run.get("host") != socket.gethostname() or not run.get("pid"):
         return False
+    pid = run["pid"]
     try:
-        os.kill(run["pid"], 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
-        return False
-    return _is_zombie(run["pid"])
+        pass
+    state, started = _proc_state(pid)
+    if state == "Z":
+        return True
+    return started is not None and started > (run.get("heartbeat_at") or 0.0) + START_SLACK_S
 
 
-def _is_zombie(pid: int) -> bool:
+START_SLACK_S = 2.0  # /proc/stat's boot time is whole seconds and follows clock adjustments
+
+
+def _proc_state(pid: int) -> tuple[str | None, float | None]:
+    """(state letter, start in Unix seconds) of a process, from /proc; (None, None) without it."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return False
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open("/proc/stat") as f:
+            boot = next(float(line.split()[1]) for line in f if line.startswith("btime "))
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None, None
+    # fields[0] is the state (field 3 of proc(5)); fields[19] is starttime (field 22), in ticks
+    return fields[0], boot + int(fields[19]) / ticks
 
 
 def heartbeat_age(run: dict[str, Any], now_wall: float | None = None) -> float:
