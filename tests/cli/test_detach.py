@@ -9,8 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.protocol_text import GLYME, two_cells
 from tests.support.rig_process import ROOT, as_from_a_terminal, count, query, rig, wait_for
+
+# the waits inside give the clear messages; this is only the last resort
+pytestmark = pytest.mark.timeout(600)
 
 
 def test_a_detached_run_survives_its_parents_sighup_and_completes(tmp_path):
@@ -49,14 +54,15 @@ def test_a_detached_run_survives_its_parents_sighup_and_completes(tmp_path):
 
 def test_resume_all_takes_over_every_run_left_without_an_engine(tmp_path):
     protocol = tmp_path / "p.toml"
-    protocol.write_text(two_cells("crash", q="0.2 mAh/cm^2", cycles=60,
+    # 57,600 samples: the first commit (20,000 rows or 0.5 s) comes well before the end
+    protocol.write_text(two_cells("crash", q="0.2 mAh/cm^2", cycles=200,
                                   cells=(("G1", GLYME), ("G2", GLYME))))
     db = tmp_path / "s.db"
     for _ in range(2):
+        before = count(db, "SELECT count(*) FROM runs")
         proc = subprocess.Popen([sys.executable, "-m", "rig.cli", "run", str(protocol),
                                  "--db", str(db)], cwd=ROOT, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        before = count(db, "SELECT count(*) FROM runs")
         wait_for(lambda: count(db, "SELECT count(*) FROM runs") > before
                  and count(db, "SELECT count(*) FROM samples WHERE run_key = (SELECT max(key) "
                               "FROM runs)") > 20, every=0.01)

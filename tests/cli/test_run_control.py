@@ -75,10 +75,12 @@ def test_pause_resume_abort_from_another_process(tmp_path):
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_a_run_killed_at_a_random_moment_resumes_and_completes(tmp_path, seed):
-    cycles = 30
+    # 72,000 samples: the writer commits every 20,000 rows or 0.5 s, so the kill lands after a
+    # commit somewhere in the first half of the run, with ~1 s of the engine's work still to do
+    cycles = 100
     proc, db = start_run(tmp_path, cycles=cycles, q="0.5 mAh/cm^2")
     rng = random.Random(seed)
-    threshold = rng.randint(200, 4000)  # samples committed before the kill
+    threshold = rng.randint(5_000, 35_000)  # samples committed before the kill
     try:
         wait_for(lambda: (query(db, "SELECT count(*) FROM samples") or [[0]])[0][0] > threshold,
                  timeout=60, every=0.01)

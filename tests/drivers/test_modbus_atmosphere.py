@@ -6,6 +6,7 @@ its own thread, read either by a plain pymodbus client or by the production driv
 
 from __future__ import annotations
 
+import contextlib
 import math
 import socket
 import struct
@@ -113,10 +114,13 @@ def plain_read(sim: SimulatedModbusSensor, address: int, count: int, device_id: 
         return list(reply.registers)
 
 
-def free_port() -> int:
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """A port nothing listens on: bound (so no other test's server can take it) but not
+    listening, so a connection to it is refused."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        yield s.getsockname()[1]
 
 
 # ---------------------------------------------------------------- the simulator, plain client
@@ -355,11 +359,12 @@ def test_server_gone_raises_gone(serve: Serve, model: GloveboxModel) -> None:
 
 def test_nothing_listening_raises_gone_after_bounded_backoff() -> None:
     sleeps: list[float] = []
-    sensor = ModbusAtmosphereSensor(NARIG_O2, host="127.0.0.1", port=free_port(),
-                                    retries=5, backoff_s=0.1, backoff_max_s=0.3,
-                                    sleep=sleeps.append)
-    with sensor, pytest.raises(InstrumentGone, match="cannot connect"):
-        sensor.read()
+    with closed_port() as port:
+        sensor = ModbusAtmosphereSensor(NARIG_O2, host="127.0.0.1", port=port,
+                                        retries=5, backoff_s=0.1, backoff_max_s=0.3,
+                                        sleep=sleeps.append)
+        with sensor, pytest.raises(InstrumentGone, match="cannot connect"):
+            sensor.read()
     assert sleeps == pytest.approx([0.1, 0.2, 0.3, 0.3, 0.3])
 
 

@@ -19,6 +19,9 @@ from rig.engine.run import execute
 from rig.sim.station import simulated_station
 from rig.store import RunWriter, get_channels, get_steps, open_reader
 
+# the waits inside give the clear messages; this is only the last resort
+pytestmark = pytest.mark.timeout(600)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -11,7 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
+# the waits inside give the clear messages; this is only the last resort
+pytestmark = pytest.mark.timeout(600)
 
 STATION = """
 name = "hil-on-sim"

@@ -137,7 +137,7 @@ def start_accepted(ser: serial.Serial, text: str, loop_id: str) -> None:
     assert read_line(ser) == loop_id
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float = 2.0) -> None:
+def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
@@ -438,7 +438,8 @@ def test_disconnect_fault_leaves_a_dead_port_that_recovers(clock: VirtualClock) 
     try:
         ser.timeout = 0.2
         ser.write(b"i\n")
-        assert ser.readline() == b"" and sim.port_dead
+        assert ser.readline() == b""
+        wait_until(lambda: sim.port_dead)  # once the simulator's reader has taken the line
         clock.advance(61.0)
         assert not sim.port_dead
     finally:

@@ -25,7 +25,8 @@ def test_every_injected_sensor_fault_is_counted_in_an_event(tmp_path):
     from rig.sim.keller import FaultProfile as KellerFaults
 
     plan = cycling_plan(1, headspace_mL=5.0)
-    station = station_for(plan, faults={
+    # an exact count: the sensors wait 2 s, so only the injected faults fail an attempt
+    station = station_for(plan, sensor_timeout="2 s", faults={
         "box-h2o": ModbusFaultProfile(exception=0.06, seed=4),
         "keller-ch0": KellerFaults(bad_crc=0.06, seed=5)})
     db = tmp_path / "s.db"

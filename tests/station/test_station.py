@@ -4,6 +4,7 @@ built-in simulated station (instruments and sensors through their production dri
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -115,10 +116,13 @@ def rig(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=timeout, cwd=ROOT)
 
 
-def free_port() -> int:
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """A port nothing listens on: bound (so no other test's server can take it) but not
+    listening, so a connection to it is refused."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        yield s.getsockname()[1]
 
 
 # ---------------------------------------------------------------- the file
@@ -419,12 +423,17 @@ def test_dumps_toml_writes_inline_tables_and_special_floats() -> None:
 # ---------------------------------------------------------------- rig station check
 
 def test_check_reports_each_failure_with_port_expectation_and_error() -> None:
+    with closed_port() as smu_port, closed_port() as box_port:
+        check_each_failure(smu_port, box_port)
+
+
+def check_each_failure(smu_port: int, box_port: int) -> None:
     text = (f'[[instruments]]\nname = "es4-x"\ndriver = "emstat4"\nport = "/dev/narig-none"\n'
             f'[[instruments]]\nname = "smu-x"\ndriver = "keithley2450"\n'
-            f'resource = "TCPIP0::127.0.0.1::{free_port()}::SOCKET"\n'
+            f'resource = "TCPIP0::127.0.0.1::{smu_port}::SOCKET"\n'
             f'[[channels]]\nchannel = 0\ninstrument = "es4-x"\n'
             f'[[sensors]]\nname = "box-x"\nkind = "atmosphere"\nhost = "127.0.0.1"\n'
-            f'port = {free_port()}\nmap = "narig_o2"\n')
+            f'port = {box_port}\nmap = "narig_o2"\n')
     results = check_station(parse_station(text, "x.toml"), RealClock())
     assert [(r.name, r.ok) for r in results] == [
         ("es4-x", False), ("smu-x", False), ("box-x", False)]

@@ -26,6 +26,9 @@ from tests.support.rig_process import (ROOT, as_from_a_terminal, count, query, r
                                        stop, wait_for)
 from tests.support.protocol_text import GLYME, two_cells
 
+# the waits inside give the clear messages; this is only the last resort
+pytestmark = pytest.mark.timeout(600)
+
 SPEED = 100
 ALT_SCREEN_ON, ALT_SCREEN_OFF = b"\x1b[?1049h", b"\x1b[?1049l"
 TERMINAL_MODES = termios.ECHO | termios.ICANON | termios.ISIG
