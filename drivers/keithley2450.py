@@ -136,6 +136,7 @@ MIN_PERIOD_S = 0.05  # the fastest the model measures and checks
 MAX_DELAY_S = 10_000.0  # the longest constant delay block
 MEASURE_ALLOWANCE_S = 0.05  # one measure block at NPLC 1 (20 ms) and the blocks around it
 HOST_SLACK_S = 5.0  # how late the host may read beyond 1.5 intervals before the model trips
+# (wall seconds: on an accelerated simulated clock the instrument's are `speed` times more)
 FETCH_2450 = ':FETC? "defbuffer1", READ, SOUR, SOURSTAT'  # the latest reading of the model
 
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d{1,4})?", re.ASCII)
@@ -304,13 +305,14 @@ class WatchdogPlan(NamedTuple):
     bound_s: float
 
 
-def watchdog_plan(interval_s: float, watchdog_s: float) -> WatchdogPlan:
+def watchdog_plan(interval_s: float, watchdog_s: float,
+                  host_slack_s: float = HOST_SLACK_S) -> WatchdogPlan:
     """The trigger model's period and count for a host that reads every ``interval_s``.
 
     A check sees a ``*TRG`` sent any time since the previous check, so the output goes off at
     most (checks + 1) periods after the host's last read, and a host that reads every
-    interval never trips it while checks x period exceeds the interval (with slack for a late
-    read). The whole bound is used as tolerance when it can be; a bound shorter than about
+    interval never trips it while checks x period exceeds the interval (with ``host_slack_s``
+    of the instrument's time for a late read). The whole bound is used as tolerance when it can be; a bound shorter than about
     1.5 intervals cannot be honoured without tripping a live host, so then ``bound_s`` is
     longer than asked (the caller should say so).
 
@@ -326,7 +328,7 @@ def watchdog_plan(interval_s: float, watchdog_s: float) -> WatchdogPlan:
                  MAX_DELAY_S)
     loop = period + MEASURE_ALLOWANCE_S
     checks = max(2, math.floor(watchdog_s / loop) - 1)
-    needed = 1.5 * interval_s + HOST_SLACK_S
+    needed = 1.5 * interval_s + host_slack_s
     if checks * period < needed:
         checks = math.ceil(needed / period)
     return WatchdogPlan(period, checks, round((checks + 1) * loop, 6))
@@ -394,7 +396,7 @@ class Keithley2450:
         self, resource: str, *, command_set: str = "2450", timeout_s: float = 2.0,
         retries: int = 2, resource_manager: pyvisa.ResourceManager | None = None,
         now: Callable[[], float] = time.monotonic, backoff_s: float = 0.05,
-        host_watchdog_s: float | None = 60.0,
+        host_watchdog_s: float | None = 60.0, host_slack_s: float = HOST_SLACK_S,
     ) -> None:
         if command_set not in COMMAND_SETS:
             raise ValueError(f"command_set must be one of {sorted(COMMAND_SETS)}, "
@@ -405,6 +407,7 @@ class Keithley2450:
             raise ValueError(f"host_watchdog_s must be > 0 s (or None: no bound), "
                              f"not {host_watchdog_s!r}")
         self.host_watchdog_s = host_watchdog_s
+        self.host_slack_s = host_slack_s  # how late a live host may read, instrument seconds
         # the 2450's trigger model bounds the output without the host; the 2400 has none
         self.watchdog = command_set == "2450" and host_watchdog_s is not None
         if command_set != "2450" and host_watchdog_s is not None:
@@ -788,7 +791,7 @@ class Keithley2450:
         if not self.watchdog:
             return
         assert self.host_watchdog_s is not None
-        plan = watchdog_plan(self._interval_s, self.host_watchdog_s)
+        plan = watchdog_plan(self._interval_s, self.host_watchdog_s, self.host_slack_s)
         if plan.bound_s > self.host_watchdog_s * (1 + 1e-9) and plan not in self._said:
             self._said.add(plan)  # once per interval, not at every step
             log.warning("%s: reading every %g s, the output is bounded to %g s without the "

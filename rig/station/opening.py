@@ -145,10 +145,14 @@ def open_instrument(entry: EmStat4Entry | Keithley2450Entry, clock: Clock, *,
 
         return EmStat4(entry.port, baudrate=entry.baudrate, host_watchdog_s=host_watchdog_s,
                        now=clock.now, **timeout)
-    from drivers.keithley2450 import Keithley2450
+    from drivers.keithley2450 import HOST_SLACK_S, Keithley2450
 
+    # a served simulator on an xN clock counts N of its seconds for each of the host's: a host
+    # stalled 1 s of wall time reads N s late in the watchdog's time, and must not trip it
+    speed = clock.speed if isinstance(clock, RealClock) else 1.0
     return Keithley2450(entry.resource, command_set=entry.command_set, now=clock.now,
-                        host_watchdog_s=host_watchdog_s, **timeout)
+                        host_watchdog_s=host_watchdog_s, host_slack_s=HOST_SLACK_S * speed,
+                        **timeout)
 
 
 def _timeout_of(entry: Any) -> dict[str, Any]:

@@ -270,3 +270,47 @@ def test_the_simulator_refuses_read_while_its_model_runs(sim, clock, rm):
     k._write(':READ? "defbuffer1", READ')
     assert k.errors() == [(-221, "Settings conflict")]
     k.close()
+
+
+# ----------------------------------------------------------------- an accelerated served clock
+
+def test_a_host_late_by_no_more_than_its_slack_is_not_tripped(sim, clock, rm):
+    """On `rig sim serve --clock x100` the 2450's model counts 100 of its seconds for each of
+    the host's: a host stalled 3 s (load, a swap) reads 300 s late in the model's time. With
+    the slack scaled (500 s, what opening on x100 gives) that is a late read, not a dead host."""
+    def silent_for(k: Keithley2450, silence_s: float) -> bool:
+        k.start_current(1.13e-3, 1.0, 1e6, -1.0, 1.0)
+        for _ in range(3):
+            clock.advance(1.0)
+            k.read_samples(clock.now())
+        t0 = clock.now()
+        while sim.output_on and clock.now() - t0 < silence_s:
+            clock.advance(1.0)
+        return sim.output_on
+
+    late_but_alive = watched(sim, rm, host_slack_s=500.0)
+    assert silent_for(late_but_alive, 300.0)
+    (sample,), ended = late_but_alive.read_samples(clock.now())
+    assert not ended and sample.current_A == pytest.approx(1.13e-3)
+    assert late_but_alive.watchdog_bound_s > 500.0  # the honest bound, said when armed
+    late_but_alive.close()
+    assert not silent_for(watched(sim, rm), 300.0)  # the wall-time slack alone trips it
+
+
+def test_opening_a_keithley_on_an_accelerated_clock_scales_the_hosts_slack(caplog):
+    from rig.clock import RealClock
+    from rig.station.opening import open_instrument
+    from rig.station.schema import Keithley2450Entry
+
+    clock = RealClock(speed=100)
+    with SimulatedKeithley2450(NaCell("symmetric", 1.13, PRESETS["glyme"]), clock) as served:
+        entry = Keithley2450Entry(name="k", driver="keithley2450", resource=served.resource)
+        k = open_instrument(entry, clock, host_watchdog_s=60.0)
+        try:
+            with caplog.at_level(logging.WARNING, logger="drivers.keithley2450"):
+                k.start_current(1.13e-3, 10.0, 3600.0, -1.0, 1.0)
+            assert k.watchdog_bound_s is not None and k.watchdog_bound_s > 500.0
+            assert "not the 60 s asked" in caplog.text
+        finally:
+            k.close()
+        assert not served.output_on
