@@ -794,10 +794,12 @@ class Keithley2450:
         plan = watchdog_plan(self._interval_s, self.host_watchdog_s, self.host_slack_s)
         if plan.bound_s > self.host_watchdog_s * (1 + 1e-9) and plan not in self._said:
             self._said.add(plan)  # once per interval, not at every step
+            hint = ("read more often to honour it" if self.host_slack_s <= HOST_SLACK_S else
+                    f"a live host may read {self.host_slack_s:g} s late on this accelerated "
+                    "clock")
             log.warning("%s: reading every %g s, the output is bounded to %g s without the "
-                        "host, not the %g s asked (read more often to honour it)",
-                        self.resource_name, self._interval_s, plan.bound_s,
-                        self.host_watchdog_s)
+                        "host, not the %g s asked (%s)", self.resource_name, self._interval_s,
+                        plan.bound_s, self.host_watchdog_s, hint)
         for line in watchdog_model(plan):
             self._write(line)
         self._model_running = True

@@ -310,7 +310,7 @@ def test_opening_a_keithley_on_an_accelerated_clock_scales_the_hosts_slack(caplo
             with caplog.at_level(logging.WARNING, logger="drivers.keithley2450"):
                 k.start_current(1.13e-3, 10.0, 3600.0, -1.0, 1.0)
             assert k.watchdog_bound_s is not None and k.watchdog_bound_s > 500.0
-            assert "not the 60 s asked" in caplog.text
+            assert "not the 60 s asked (a live host may read 500 s late" in caplog.text
         finally:
             k.close()
         assert not served.output_on
