@@ -262,16 +262,22 @@ class _Faults:
         return "ok"
 
     def lines(self, lines: list[str]) -> list[str]:
+        """The lines as the wire delivers them. A line suffers at most one fault: a package
+        already cut short is not garbled too, so each fault counted is one damaged line a host
+        can see (the draws are made all the same, so a seed gives the same faults as before)."""
         p, rng = self.profile, self.output
         out = []
         for line in lines:
+            truncated = False
             if p.truncated_package and line.startswith("P") and rng.random() < p.truncated_package:
                 line = line[: rng.randrange(1, len(line))]
                 self.injected["truncated_package"] += 1
+                truncated = True
             if p.garbled_line and line and rng.random() < p.garbled_line:
                 i = rng.randrange(len(line))
-                line = line[:i] + "?" + line[i + 1:]
-                self.injected["garbled_line"] += 1
+                if not truncated:
+                    line = line[:i] + "?" + line[i + 1:]
+                    self.injected["garbled_line"] += 1
             out.append(line)
         return out
 

@@ -445,3 +445,16 @@ def test_disconnect_fault_leaves_a_dead_port_that_recovers(clock: VirtualClock) 
     finally:
         ser.close()
         sim.close()
+
+
+def test_a_line_suffers_at_most_one_fault_so_each_fault_counted_is_a_damaged_line() -> None:
+    """The fault soak found 3 of 14 EmStat channels 'one fault short': a package cut short and
+    then garbled was two faults in the simulator's count, but one bad package on the wire."""
+    from rig.sim.emstat import _Faults
+
+    faults = _Faults(FaultProfile(garbled_line=1.0, truncated_package=1.0, seed=1))
+    package, status = "Pda7F85F3Fu;ba48D503Dp,10,288", "M0005"
+    got = faults.lines([package, status])
+    assert package.startswith(got[0]) and got[0] != package and "?" not in got[0]  # cut short
+    assert len(got[1]) == len(status) and "?" in got[1]  # garbled
+    assert faults.injected["truncated_package"] + faults.injected["garbled_line"] == 2
