@@ -57,16 +57,22 @@ def open_simulated(sims: SimulatedInstruments, clock: Clock) -> SimulatedStation
 
 def simulated_station(plan: Plan, clock: Clock, seed: int = 0, *,
                       keithley_channels: Collection[int] = (), glovebox_events: Sequence[Any] = (),
-                      faults: dict[str, Any] | None = None) -> SimulatedStation:
+                      faults: dict[str, Any] | None = None,
+                      timeouts: dict[str, str] | None = None) -> SimulatedStation:
     """The built-in simulated station for ``plan`` (see ``rig.sim.serve.builtin_station_data``):
 
     per cell an EmStat4 (a Keithley 2450 for channels in ``keithley_channels``), a glovebox
     H2O transmitter (Vaisala map) and O2 transmitter (narig map) on one GloveboxModel (with
     ``glovebox_events``: rig.sim.glovebox Breach/Dropout), and a KELLER gauge per cell with a
     headspace. ``faults`` maps an instrument or sensor name (``es4-ch0``, ``k2450-ch1``,
-    ``box-h2o``, ``box-o2``, ``keller-ch0``) to its simulator's fault profile.
+    ``box-h2o``, ``box-o2``, ``keller-ch0``) to its simulator's fault profile. ``timeouts``
+    (``{"instruments": "2 s", "sensors": "2 s"}``, station-file quantities) sets the drivers'
+    reply timeouts as a station file's ``timeout`` would, in place of the virtual clock's.
     """
     data = builtin_station_data(plan, keithley_channels=keithley_channels)
+    for kind, timeout in (timeouts or {}).items():
+        for table in data[kind]:
+            table["timeout"] = timeout
     sims = SimulatedInstruments(data, plan, clock, seed, glovebox_events=glovebox_events,
                                 faults=faults)
     return open_simulated(sims, clock)

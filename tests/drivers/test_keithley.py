@@ -52,13 +52,6 @@ def clock() -> VirtualClock:
     return VirtualClock()
 
 
-@pytest.fixture
-def rm() -> Iterator[pyvisa.ResourceManager]:
-    manager = pyvisa.ResourceManager("@py")
-    yield manager
-    manager.close()
-
-
 def glyme_cell(seed: int = 0) -> NaCell:
     return NaCell("symmetric", 1.13, PRESETS["glyme"], seed=seed)
 

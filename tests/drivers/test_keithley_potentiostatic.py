@@ -11,7 +11,6 @@ import asyncio
 import itertools
 
 import pytest
-import pyvisa
 
 from drivers.keithley2450 import Keithley2450, parse_reading
 from protocols.load import parse_protocol
@@ -33,13 +32,6 @@ SETUP_2400 = [("*CLS", None), (":SOUR:FUNC CURR", None), (":OUTP:SMOD HIMP", Non
 SOURCE_20MV = [(":SOUR:VOLT:RANG:AUTO 1", None), (":SOUR:VOLT:LEV 0.02", None),
                (":SOUR:FUNC VOLT", None), (':SENS:FUNC "CURR"', None),
                (":SENS:CURR:RANG:AUTO 1", None), (":SENS:CURR:NPLC 1", None)]
-
-
-@pytest.fixture
-def rm():
-    manager = pyvisa.ResourceManager("@py")
-    yield manager
-    manager.close()
 
 
 def ticking():

@@ -7,7 +7,6 @@ connection can switch it off. Reproduced on the old driver: one failed ``:OUTP O
 
 from __future__ import annotations
 
-import pyvisa
 import pytest
 
 from drivers.base import InstrumentError, OutputNotConfirmedOff
@@ -16,13 +15,6 @@ from rig.clock import VirtualClock
 from rig.sim.cell import PRESETS, NaCell
 from rig.sim.keithley import FaultProfile, SimulatedKeithley2450
 from tests.support.scpi_replay import HANG_UP, ScpiReplay
-
-
-@pytest.fixture
-def rm():
-    manager = pyvisa.ResourceManager("@py")
-    yield manager
-    manager.close()
 
 
 @pytest.fixture

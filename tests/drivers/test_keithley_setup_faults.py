@@ -10,7 +10,6 @@ events. Reproduced on the old driver: ``InstrumentGone`` from ``start_current``.
 
 from __future__ import annotations
 
-import pyvisa
 import pytest
 
 from drivers.base import InstrumentGone, InstrumentProtocolError
@@ -27,13 +26,6 @@ SOURCE_1MA = [(":SOUR:FUNC CURR", None), (":SOUR:CURR:RANG:AUTO 1", None),
               (":SOUR:CURR:LEV 0.00113", None)]
 ON_CONFIRMED = [(":OUTP ON", None), (":OUTP?", "1")]
 ARMED = [(":SOUR:CURR:VLIM 1", None), (":SOUR:CURR:VLIM?", "+1.000000E+00")]
-
-
-@pytest.fixture
-def rm():
-    manager = pyvisa.ResourceManager("@py")
-    yield manager
-    manager.close()
 
 
 def smu_on(dev: ScpiReplay, rm) -> Keithley2450:

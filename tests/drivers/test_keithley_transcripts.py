@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 
-import pyvisa
 import pytest
 
 from drivers.base import InstrumentProtocolError
@@ -36,13 +35,6 @@ SETUP_2400 = [("*CLS", None), (":SOUR:FUNC CURR", None), (":OUTP:SMOD HIMP", Non
 SOURCE_1MA = [(":SOUR:FUNC CURR", None), (":SOUR:CURR:RANG:AUTO 1", None),
               (":SOUR:CURR:LEV 0.00113", None)]
 OFF_CONFIRMED = [(":OUTP OFF", None), (":OUTP?", "0")]
-
-
-@pytest.fixture
-def rm():
-    manager = pyvisa.ResourceManager("@py")
-    yield manager
-    manager.close()
 
 
 def ticking(step_s: float = 1.0):

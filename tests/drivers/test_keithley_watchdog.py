@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 
-import pyvisa
 import pytest
 
 from drivers.keithley2450 import (
@@ -37,13 +36,6 @@ ARMED = [(":SOUR:CURR:VLIM 1", None), (":SOUR:CURR:VLIM?", "+1.000000E+00")]
 SOURCE_1MA = [(":SOUR:FUNC CURR", None), (":SOUR:CURR:RANG:AUTO 1", None),
               (":SOUR:CURR:LEV 0.00113", None)]
 TRG_FETCH = f"*TRG;{FETCH_2450};:OUTP?"
-
-
-@pytest.fixture
-def rm():
-    manager = pyvisa.ResourceManager("@py")
-    yield manager
-    manager.close()
 
 
 @pytest.fixture
@@ -283,9 +275,7 @@ def test_a_host_late_by_no_more_than_its_slack_is_not_tripped(sim, clock, rm):
         for _ in range(3):
             clock.advance(1.0)
             k.read_samples(clock.now())
-        t0 = clock.now()
-        while sim.output_on and clock.now() - t0 < silence_s:
-            clock.advance(1.0)
+        silent_until_off(sim, clock, silence_s)
         return sim.output_on
 
     late_but_alive = watched(sim, rm, host_slack_s=500.0)

@@ -26,7 +26,7 @@ def test_every_injected_sensor_fault_is_counted_in_an_event(tmp_path):
 
     plan = cycling_plan(1, headspace_mL=5.0)
     # an exact count: the sensors wait 2 s, so only the injected faults fail an attempt
-    station = station_for(plan, sensor_timeout="2 s", faults={
+    station = station_for(plan, timeouts={"sensors": "2 s"}, faults={
         "box-h2o": ModbusFaultProfile(exception=0.06, seed=4),
         "keller-ch0": KellerFaults(bad_crc=0.06, seed=5)})
     db = tmp_path / "s.db"

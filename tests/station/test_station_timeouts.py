@@ -9,8 +9,7 @@ import pytest
 
 from protocols.plan import CellSpec, ChannelPlan, Plan, Safety
 from rig.clock import RealClock, VirtualClock
-from rig.sim.serve import SimulatedInstruments, builtin_station_data
-from rig.sim.station import open_simulated
+from rig.sim.station import simulated_station
 from rig.station import StationError, parse_station
 
 EMSTAT_STATION = """
@@ -33,53 +32,35 @@ def two_cells() -> Plan:
                 tuple(ChannelPlan(c, ()) for c in cells))
 
 
-def driver_timeouts(station) -> dict[str, float]:
-    names = {c.channel: c.instrument for c in station.config.channels}
-    out = {names[n]: hw.driver.timeout_s for n, hw in station.channels.items()}
-    out.update({s.name: s.driver.timeout_s for s in station.sensors})
+def driver_timeouts(clock, every: str | None = None) -> dict[str, float]:
+    """Each driver's reply timeout on the simulated station for two cells (one on a Keithley),
+    with ``every`` instrument and sensor given that ``timeout`` in the station file."""
+    station = simulated_station(two_cells(), clock, 1, keithley_channels={1}, timeouts=(
+        None if every is None else {"instruments": every, "sensors": every}))
+    try:
+        names = {c.channel: c.instrument for c in station.config.channels}
+        out = {names[n]: hw.driver.timeout_s for n, hw in station.channels.items()}
+        out.update({s.name: s.driver.timeout_s for s in station.sensors})
+    finally:
+        station.close()
     return out
 
 
 def test_every_instrument_and_sensor_driver_waits_the_timeout_its_station_file_sets():
-    plan = two_cells()
-    data = builtin_station_data(plan, keithley_channels={1})
-    for table in [*data["instruments"], *data["sensors"]]:
-        table["timeout"] = "300 ms"
-    station = open_simulated(SimulatedInstruments(data, plan, VirtualClock(), 1), VirtualClock())
-    try:
-        timeouts = driver_timeouts(station)
-    finally:
-        station.close()
-    assert timeouts == {"es4-ch0": 0.3, "k2450-ch1": 0.3, "box-h2o": 0.3, "box-o2": 0.3,
-                        "keller-ch0": 0.3}
+    assert driver_timeouts(VirtualClock(), every="300 ms") == {
+        "es4-ch0": 0.3, "k2450-ch1": 0.3, "box-h2o": 0.3, "box-o2": 0.3, "keller-ch0": 0.3}
 
 
 def test_a_simulated_station_on_a_virtual_clock_waits_a_fraction_of_a_second_for_a_lost_reply():
-    plan = two_cells()
-    clock = VirtualClock()
-    station = open_simulated(SimulatedInstruments(
-        builtin_station_data(plan, keithley_channels={1}), plan, clock, 1), clock)
-    try:
-        timeouts = driver_timeouts(station)
-    finally:
-        station.close()
-    assert timeouts == {"es4-ch0": 0.25, "k2450-ch1": 0.25, "box-h2o": 0.05, "box-o2": 0.05,
-                        "keller-ch0": 0.05}
+    assert driver_timeouts(VirtualClock()) == {
+        "es4-ch0": 0.25, "k2450-ch1": 0.25, "box-h2o": 0.05, "box-o2": 0.05, "keller-ch0": 0.05}
 
 
 def test_a_simulated_station_on_a_real_clock_keeps_the_drivers_hardware_timeouts():
     # on a real clock a package is produced by the simulator's own pump thread, on time but not
     # ahead of time: the drivers keep the waits they would have with the instruments
-    plan = two_cells()
-    clock = RealClock(speed=60)
-    station = open_simulated(SimulatedInstruments(
-        builtin_station_data(plan, keithley_channels={1}), plan, clock, 1), clock)
-    try:
-        timeouts = driver_timeouts(station)
-    finally:
-        station.close()
-    assert timeouts == {"es4-ch0": 2.0, "k2450-ch1": 2.0, "box-h2o": 1.0, "box-o2": 1.0,
-                        "keller-ch0": 0.5}
+    assert driver_timeouts(RealClock(speed=60)) == {
+        "es4-ch0": 2.0, "k2450-ch1": 2.0, "box-h2o": 1.0, "box-o2": 1.0, "keller-ch0": 0.5}
 
 
 @pytest.mark.parametrize("timeout, says", [("5 min", "60"), ("0 s", "timeout"),

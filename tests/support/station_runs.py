@@ -19,8 +19,7 @@ from protocols.plan import (
 )
 from rig.clock import VirtualClock
 from rig.engine.run import execute
-from rig.sim.serve import SimulatedInstruments, builtin_station_data
-from rig.sim.station import open_simulated, simulated_station
+from rig.sim.station import simulated_station
 from rig.store import RunWriter, open_reader
 
 AREA = 1.13
@@ -57,17 +56,9 @@ def run(plan: Plan, db: Path, station, *, clock=None, sensor_floor_s: float | No
     return result, open_reader(db)
 
 
-def station_for(plan: Plan, *, sensor_timeout: str | None = None, **kw):
-    """The built-in simulated station for ``plan`` (seed 2) on a fresh virtual clock;
-    ``sensor_timeout`` (a station-file quantity) in place of the virtual clock's 0.05 s wait, for
-    tests that count every failed attempt: a thread stalled by load must not become one."""
+def station_for(plan: Plan, **kw):
+    """The built-in simulated station for ``plan`` (seed 2) on a fresh virtual clock."""
     clock = VirtualClock()
-    if sensor_timeout is None:
-        station = simulated_station(plan, clock, seed=2, **kw)
-    else:
-        data = builtin_station_data(plan, keithley_channels=kw.pop("keithley_channels", ()))
-        for table in data["sensors"]:
-            table["timeout"] = sensor_timeout
-        station = open_simulated(SimulatedInstruments(data, plan, clock, 2, **kw), clock)
+    station = simulated_station(plan, clock, seed=2, **kw)
     station._clock = clock
     return station

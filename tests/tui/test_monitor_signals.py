@@ -7,6 +7,7 @@ cursor)."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import select
@@ -15,7 +16,7 @@ import struct
 import subprocess
 import termios
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,46 +139,60 @@ def assert_terminal_restored(terminal: Terminal) -> None:
     assert terminal.modes() == terminal.modes_before, "echo / line editing not restored"
 
 
+@dataclass
+class Ended:
+    """A monitored run after its interruption: what the terminal drew, the exit code."""
+
+    drawn: str
+    returncode: int
+    db: Path
+    station: Station
+    terminal: Terminal
+
+
+@contextlib.contextmanager
+def monitored_run_interrupted(served: tuple[Path, Station], tmp_path: Path,
+                              interrupt: Callable[[subprocess.Popen, Terminal], None]
+                              ) -> Iterator[Ended]:
+    """`rig run --monitor` in a pty, driving its cells, then ``interrupt``-ed; the terminal is
+    kept open until the caller has looked at it."""
+    protocol, station = served
+    db = tmp_path / "m.db"
+    proc, terminal, reader = start_monitored_run(protocol, station, db)
+    try:
+        wait_until_monitored_and_driving(proc, terminal, db, station)
+        interrupt(proc, terminal)
+        proc.wait(timeout=120)
+        reader.join(timeout=30)
+        yield Ended(bytes(terminal.drawn).decode(errors="replace"), proc.returncode, db,
+                    station, terminal)
+    finally:
+        stop(proc)
+        terminal.closed.set()
+        os.close(terminal.master)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_to_rig_run_monitor_interrupts_the_run_safely_and_restores_the_terminal(
         served, tmp_path, sig):
-    protocol, station = served
-    db = tmp_path / "m.db"
-    proc, terminal, reader = start_monitored_run(protocol, station, db)
-    try:
-        wait_until_monitored_and_driving(proc, terminal, db, station)
-        proc.send_signal(sig)
-        proc.wait(timeout=120)
-        reader.join(timeout=30)
-        drawn = bytes(terminal.drawn).decode(errors="replace")
-        assert "Traceback" not in drawn, drawn
-        assert proc.returncode == EXIT_INTERRUPTED, drawn
-        assert_interrupted_by(db, station, sig)
-        assert_terminal_restored(terminal)
-        assert "rig resume" in drawn  # how to continue it
-    finally:
-        stop(proc)
-        terminal.closed.set()
-        os.close(terminal.master)
+    with monitored_run_interrupted(served, tmp_path,
+                                   lambda proc, _terminal: proc.send_signal(sig)) as run:
+        assert "Traceback" not in run.drawn, run.drawn
+        assert run.returncode == EXIT_INTERRUPTED, run.drawn
+        assert_interrupted_by(run.db, run.station, sig)
+        assert_terminal_restored(run.terminal)
+        assert "rig resume" in run.drawn  # how to continue it
+
+
+def press_ctrl_c(_proc: subprocess.Popen, terminal: Terminal) -> None:
+    os.write(terminal.master, b"\x03")  # the key; the monitor has the terminal raw
 
 
 def test_ctrl_c_in_the_monitor_interrupts_the_run_as_in_a_plain_rig_run(served, tmp_path):
-    protocol, station = served
-    db = tmp_path / "m.db"
-    proc, terminal, reader = start_monitored_run(protocol, station, db)
-    try:
-        wait_until_monitored_and_driving(proc, terminal, db, station)
-        os.write(terminal.master, b"\x03")  # the key; the monitor has the terminal raw
-        proc.wait(timeout=120)
-        reader.join(timeout=30)
-        drawn = bytes(terminal.drawn).decode(errors="replace")
-        assert proc.returncode == EXIT_INTERRUPTED, drawn
-        assert_interrupted_by(db, station, signal.SIGINT)
-        assert_terminal_restored(terminal)
-    finally:
-        stop(proc)
-        terminal.closed.set()
-        os.close(terminal.master)
+    with monitored_run_interrupted(served, tmp_path, press_ctrl_c) as run:
+        assert run.returncode == EXIT_INTERRUPTED, run.drawn
+        assert_interrupted_by(run.db, run.station, signal.SIGINT)
+        assert_terminal_restored(run.terminal)
 
 
 def test_closing_the_terminal_of_rig_run_monitor_hangs_it_up_safely(served, tmp_path):
